@@ -1,0 +1,9 @@
+"""FreeCure engine: pure torch modules (no ComfyUI import) plus one adapter subpackage, `comfy_bridge`.
+
+Modules:
+    attention   foundation-aware self-attention (FASA) math
+    masks       attribute masks resampled to attention token grids
+    layers      layer sites, presets and custom layer lists
+    kv_store    record/replay store of foundation-branch keys/values
+    config      the FASA settings object that flows between nodes
+"""

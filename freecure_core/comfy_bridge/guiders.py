@@ -1,0 +1,233 @@
+"""FreeCure guiders (ComfyUI GUIDER objects), shaped like core's CFGGuider subclasses.
+
+- FoundationGuider: the FD branch alone (stage 1), optionally recording FD attention inputs.
+- LockstepGuider: samples a paired [PD; FD] batch from identical noise; each model evaluation runs
+  FD first (keeping its keys/values) and then PD with FASA. Needs FD and PD to share weights.
+- ReplayGuider: samples PD alone and replays the FD keys/values recorded by stage 1 (4N row passes
+  instead of 6N), for any FD model, including ones with other LoRAs or object patches.
+Each runs the branches through ComfyUI's own `sampling_function`, so pre/post-CFG hooks of other
+nodes keep working, and keeps all FASA state in a FasaRun that lives for one `sample()` call.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_patcher
+import comfy.samplers
+
+from ..config import FASAConfig
+from ..kv_store import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
+from ..layers import resolve_layers
+from ..masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid
+from .checks import FreeCureConflict, check_attn1_conflicts, check_no_caching, check_same_weights, weights_identity
+from .patches import FasaRun
+from .probe import attn1_module, model_family, probe_sites
+
+# Top-level model_options entries that belong to a branch's own MODEL (its CFG hooks and wrappers).
+_BRANCH_OPTION_KEYS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
+                       "model_function_wrapper", "sampler_calc_cond_batch_function", "disable_cfg1_optimization")
+
+
+def _sigma_of(timestep) -> float:
+    return float(timestep.flatten()[0])
+
+
+def _branch_options(runtime_options: dict, branch_patcher) -> dict:
+    """The runtime model_options with the patches and CFG hooks of `branch_patcher` instead of the guider's."""
+    opts = comfy.model_patcher.create_model_options_clone(runtime_options)
+    own = comfy.model_patcher.create_model_options_clone(branch_patcher.model_options)
+    to = opts.setdefault("transformer_options", {})
+    own_to = own.get("transformer_options", {})
+    for key in ("patches", "patches_replace"):
+        to[key] = own_to.get(key, {})
+    for key in _BRANCH_OPTION_KEYS:
+        if key in own:
+            opts[key] = own[key]
+        else:
+            opts.pop(key, None)
+    return opts
+
+
+class _FreeCureGuider(comfy.samplers.CFGGuider):
+    """Shared set-up: probe the loaded model, choose layers, check for conflicts, own the FasaRun."""
+
+    def __init__(self, model_patcher, cfg: float):
+        super().__init__(model_patcher)
+        self.set_cfg(cfg)
+        self.run: FasaRun | None = None
+        self.report: dict = {}
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        if getattr(latent_image, "is_nested", False):
+            raise FreeCureConflict("FreeCure: nested (multi-part) latents are not supported")
+        self.remember_inputs(noise, latent_image)
+        try:
+            return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        finally:
+            if self.run is not None:
+                self.report["fasa_calls"] = self.run.fasa_calls
+                self.run.end()
+                self.run = None
+
+    def remember_inputs(self, noise, latent_image):
+        """Fingerprints of what this run samples (checked by record/replay)."""
+        self._inputs = {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
+                        "latent_shape": tuple(latent_image.shape)}
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                     latent_shapes=None):
+        family = model_family(self.inner_model)
+        sites = probe_sites(self.inner_model, device)
+        self.report.update(family=family, probed_sites=len(sites))
+        self.run = self.make_run(family, sites, sigmas, device)
+        self.report["sites"] = [s.label() for s in self.run.sites.values()]
+        return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                    disable_pbar, seed, latent_shapes=latent_shapes)
+
+    def make_run(self, family, sites, sigmas, device) -> FasaRun:
+        raise NotImplementedError
+
+    def _fasa_run(self, fasa: FASAConfig, family, sites, mode, **kw) -> FasaRun:
+        chosen = resolve_layers(fasa.layers, sites, family)
+        latent_shape = self._inputs["latent_shape"]
+        check_mask_batch(fasa.mask, latent_shape[0])
+        check_mask_aspect(fasa.mask, latent_shape[-2:])
+        ms = self.inner_model.model_sampling
+        omega = fasa.omega_for(family)
+        self.report.update(omega=omega)
+        return FasaRun(chosen, mode, omega=omega, uncond_blend=fasa.uncond_blend,
+                       token_masks=TokenMasks(fasa.mask, fasa.mask_resample),
+                       sigma_start=ms.percent_to_sigma(fasa.start_percent),
+                       sigma_end=ms.percent_to_sigma(fasa.end_percent), **kw)
+
+
+class FoundationGuider(_FreeCureGuider):
+    """Stage 1: the FD branch alone; records FD attention inputs at the chosen layers when asked."""
+
+    def __init__(self, model_fd, positive, negative, cfg: float, record_rows: tuple[str, ...] = (),
+                 layers: str = "reference", kind: str = "auto", offload: bool = True):
+        super().__init__(model_fd, cfg)
+        self.set_conds(positive, negative)
+        self.record_rows, self.layers, self.kind, self.offload = tuple(record_rows), layers, kind, offload
+        self.store: KVStore | None = None
+        check_no_caching(model_fd, "model_fd")
+        if record_rows and kind not in ("auto", "kv", "x"):
+            raise ValueError(f"FreeCure: store must be 'auto', 'kv' or 'x', got {kind!r}")
+
+    def sample(self, *args, **kwargs):
+        out = super().sample(*args, **kwargs)
+        if self.store is not None:
+            self.store.fd_samples = out.detach().to("cpu", copy=True)
+        return out
+
+    def make_run(self, family, sites, sigmas, device):
+        chosen = resolve_layers(self.layers, sites, family)
+        kind = "x" if self.kind == "auto" else self.kind
+        if kind == "kv":
+            check_attn1_conflicts(self.model_patcher, chosen, "model_fd")
+        shape = self._inputs["latent_shape"]
+        info = RecordInfo(kind=kind, rows=self.record_rows, family=family, site_keys=tuple(s.key for s in chosen),
+                          site_tokens={s.key: downsampled_grid(shape[-2:], s.level) for s in chosen},
+                          latent_shape=shape, sigmas=tuple(float(s) for s in sigmas.flatten().tolist()),
+                          noise_id=self._inputs["noise_id"], latent_id=self._inputs["latent_id"],
+                          weights_id=weights_identity(self.model_patcher))
+        self.store = KVStore(info, offload=self.offload)
+        return FasaRun(chosen, "record", store=self.store, record_rows=self.record_rows)
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        if self.record_rows:
+            self.run.eval_index = self.store.begin_eval(_sigma_of(timestep))
+            model_options = self.run.with_record(model_options, self.store.info.kind)
+        return super().predict_noise(x, timestep, model_options, seed)
+
+
+class LockstepGuider(_FreeCureGuider):
+    """Stage 3, lockstep: one sampler run over [PD rows; FD rows] with identical starting noise."""
+
+    def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
+        check_same_weights(model_pd, model_fd)
+        check_no_caching(model_pd, "model_pd")
+        check_no_caching(model_fd, "model_fd")
+        super().__init__(model_pd, cfg)
+        self.model_fd, self.fasa = model_fd, fasa
+        self.inner_set_conds({"positive": positive, "negative": negative,
+                              "fd_positive": fd_positive, "fd_negative": fd_negative})
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        """Sample PD and FD together; returns the paired batch [PD rows; FD rows].
+
+        A per-image denoise mask needs no doubling: ComfyUI repeats masks cyclically over the batch.
+        """
+        latent2 = torch.cat([latent_image, latent_image])
+        if sigmas.shape[-1] == 0:
+            return latent2
+        return super().sample(torch.cat([noise, noise]), latent2, sampler, sigmas, denoise_mask, callback,
+                              disable_pbar, seed)
+
+    def remember_inputs(self, noise, latent_image):
+        half = latent_image.shape[0] // 2
+        super().remember_inputs(noise[:half], latent_image[:half])
+
+    def make_run(self, family, sites, sigmas, device):
+        run = self._fasa_run(self.fasa, family, sites, "lockstep", record_rows=("cond", "uncond")[:1 + (self.fasa.uncond_blend > 0)])
+        chosen = list(run.sites.values())
+        check_attn1_conflicts(self.model_patcher, chosen, "model_pd")
+        check_attn1_conflicts(self.model_fd, chosen, "model_fd")
+        return run
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        b = x.shape[0] // 2
+        self.run.begin_eval(_sigma_of(timestep))
+        fd_opts = self.run.with_record(_branch_options(model_options, self.model_fd), "kv")
+        fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
+                                              self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
+        pd_opts = self.run.with_consume(model_options)
+        pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
+                                              self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
+        self.run.fd.clear()
+        return torch.cat([pd, fd])
+
+
+class ReplayGuider(_FreeCureGuider):
+    """Stage 3, record/replay: PD alone, FD keys/values replayed from the stage-1 record."""
+
+    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, store: KVStore):
+        if not isinstance(store, KVStore):
+            raise ReplayMismatch("FreeCure: the kv input must be the FREECURE_KV output of FreeCureFoundationSampler "
+                                 "with record turned on")
+        check_no_caching(model_pd, "model_pd")
+        super().__init__(model_pd, cfg)
+        self.fasa, self.store = fasa, store
+        self.set_conds(positive, negative)
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        """Sample PD alone; returns the pair [PD rows; recorded FD rows] like the lockstep guider."""
+        pd = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        return torch.cat([pd, self.store.fd_samples.to(device=pd.device, dtype=pd.dtype)])
+
+    def make_run(self, family, sites, sigmas, device):
+        run = self._fasa_run(self.fasa, family, sites, "replay")
+        chosen = list(run.sites.values())
+        check_attn1_conflicts(self.model_patcher, chosen, "model_pd")
+        i = self._inputs
+        self.store.check_compatible(latent_shape=i["latent_shape"], sigmas=[float(s) for s in sigmas.flatten().tolist()],
+                                    noise_id=i["noise_id"], latent_id=i["latent_id"], site_keys=list(run.sites),
+                                    rows_needed=run.consume_rows(), weights_id=weights_identity(self.model_patcher),
+                                    family=family)
+        latent_hw = i["latent_shape"][-2:]
+        masks = {s.key: run.token_masks.at(downsampled_grid(latent_hw, s.level)) for s in chosen}
+        run.store = self.store.compacted_copy(masks)
+        self.report["store_bytes"] = self.store.nbytes()
+        self.report["compacted_bytes"] = run.store.nbytes()
+        if self.store.info.kind == "x":
+            run.modules = {s.key: attn1_module(self.inner_model.diffusion_model, s) for s in chosen}
+        return run
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        sigma = _sigma_of(timestep)
+        self.run.begin_eval(sigma)
+        self.store.check_eval(self.run.eval_index, sigma)
+        return super().predict_noise(x, timestep, self.run.with_consume(model_options), seed)

@@ -1,0 +1,171 @@
+"""Record/replay store of foundation-branch (FD) self-attention inputs (ComfyUI type FREECURE_KV).
+
+Stage 1 samples FD alone and records, at each FASA layer and each model evaluation, either the FD
+keys/values ("kv") or the attn1 input hidden states ("x", half the size; keys/values are recomputed
+from them with the layer's own projections). Stage 3 samples the personalized branch alone and
+replays them, so FD is never computed twice. Entries are keyed by (evaluation index, site key, row),
+where the evaluation index counts model evaluations of the sampler and is checked against the
+recorded sigma of that evaluation — never by counting attention calls.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import torch
+
+KINDS = ("kv", "x")
+ROWS = ("cond", "uncond")
+SIGMA_RTOL = 1e-5
+
+
+def tensor_fingerprint(t: torch.Tensor | None) -> str:
+    """A short content hash of a tensor (shape, dtype and values), '' for None."""
+    if t is None:
+        return ""
+    c = t.detach().to("cpu").contiguous()
+    h = hashlib.sha1(str((tuple(c.shape), str(c.dtype))).encode())
+    h.update(c.view(torch.uint8).numpy().tobytes() if c.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+class ReplayMismatch(ValueError):
+    """The replay run differs from the recorded foundation run (seed, steps, sampler, size, layers...)."""
+
+
+@dataclass
+class RecordInfo:
+    """What a record was made with; a replay must match it."""
+    kind: str
+    rows: tuple[str, ...]
+    family: str
+    site_keys: tuple[tuple[str, int, int], ...]
+    site_tokens: dict = field(default_factory=dict)  # site key -> (h, w) grid
+    latent_shape: tuple[int, ...] = ()
+    sigmas: tuple[float, ...] = ()
+    noise_id: str = ""
+    latent_id: str = ""
+    weights_id: str = ""
+    eval_sigmas: list[float] = field(default_factory=list)
+
+
+_FIX = "Use the same seed, steps, sampler, scheduler, denoise, size and batch as FreeCureFoundationSampler."
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= SIGMA_RTOL * max(1.0, abs(a), abs(b))
+
+
+class KVStore:
+    """Recorded FD attention inputs for one foundation sampling run."""
+
+    def __init__(self, info: RecordInfo, offload: bool = True):
+        if info.kind not in KINDS:
+            raise ValueError(f"FreeCure: unknown store kind {info.kind!r}; use one of {KINDS}")
+        self.info = info
+        self.offload = offload
+        self.entries: dict[tuple[int, tuple, str], tuple[torch.Tensor, ...]] = {}
+        # site key -> (B, M) key mask over the stored tokens (set by compaction), None = all tokens
+        self.key_masks: dict[tuple, torch.Tensor] = {}
+        self.compacted = False
+        self.fd_samples: torch.Tensor | None = None  # the FD latent of the recorded run
+
+    # ---------------------------------------------------------------- recording
+    def begin_eval(self, sigma: float) -> int:
+        """Register the next model evaluation of the recorded run; returns its index."""
+        self.info.eval_sigmas.append(float(sigma))
+        return len(self.info.eval_sigmas) - 1
+
+    def put(self, eval_index: int, site_key: tuple, row: str, tensors: tuple[torch.Tensor, ...]) -> None:
+        """Store the tensors of one site/row at one evaluation (the first chunk seen wins)."""
+        key = (eval_index, tuple(site_key), row)
+        if key in self.entries:
+            return
+        stored = tuple(t.detach().to("cpu", copy=True) if self.offload else t.detach().clone() for t in tensors)
+        self.entries[key] = stored
+
+    # ---------------------------------------------------------------- replay
+    def get(self, eval_index: int, site_key: tuple, row: str, device, dtype) -> tuple[torch.Tensor, ...] | None:
+        """The stored tensors on `device`/`dtype`, or None when that entry was not recorded."""
+        got = self.entries.get((eval_index, tuple(site_key), row))
+        if got is None:
+            return None
+        return tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in got)
+
+    def key_mask(self, site_key: tuple, device) -> torch.Tensor | None:
+        km = self.key_masks.get(tuple(site_key))
+        return None if km is None else km.to(device)
+
+    def check_eval(self, eval_index: int, sigma: float) -> None:
+        """Raise ReplayMismatch unless evaluation `eval_index` of the replay is at the recorded sigma."""
+        seq = self.info.eval_sigmas
+        if eval_index >= len(seq):
+            raise ReplayMismatch(f"FreeCure: the replay makes more model evaluations than the recorded foundation "
+                                 f"run ({len(seq)}); the sampler or steps differ. {_FIX}")
+        if not _close(seq[eval_index], float(sigma)):
+            raise ReplayMismatch(f"FreeCure: model evaluation {eval_index} of the replay is at sigma {float(sigma):.6g} "
+                                 f"but the recorded foundation run was at {seq[eval_index]:.6g}; the sampler, "
+                                 f"scheduler, steps or denoise differ. {_FIX}")
+
+    def check_compatible(self, *, latent_shape, sigmas, noise_id, latent_id, site_keys, rows_needed,
+                         weights_id: str, family: str) -> None:
+        """Raise ReplayMismatch (with the fix) unless this store can serve the described replay run."""
+        info = self.info
+        if family != info.family:
+            raise ReplayMismatch(f"FreeCure: the K/V record is from a {info.family} model but the personalized "
+                                 f"model is {family}. Record with the same base model.")
+        if tuple(latent_shape) != tuple(info.latent_shape):
+            raise ReplayMismatch(f"FreeCure: the K/V record is for a latent of shape {tuple(info.latent_shape)} "
+                                 f"but this run samples {tuple(latent_shape)}. {_FIX}")
+        if len(sigmas) != len(info.sigmas) or not all(_close(a, b) for a, b in zip(sigmas, info.sigmas)):
+            raise ReplayMismatch(f"FreeCure: the sigma schedule differs from the recorded foundation run "
+                                 f"({len(info.sigmas) - 1} vs {len(sigmas) - 1} steps or another scheduler/denoise). {_FIX}")
+        if noise_id != info.noise_id:
+            raise ReplayMismatch(f"FreeCure: the initial noise differs from the recorded foundation run "
+                                 f"(another seed or batch). {_FIX}")
+        if latent_id != info.latent_id:
+            raise ReplayMismatch(f"FreeCure: the input latent differs from the recorded foundation run. {_FIX}")
+        missing = [k for k in site_keys if tuple(k) not in set(map(tuple, info.site_keys))]
+        if missing:
+            raise ReplayMismatch(f"FreeCure: the K/V record lacks FASA layers {missing}; record with the same "
+                                 f"layers setting on FreeCureFoundationSampler as on FreeCureFASAConfig.")
+        lacking = [r for r in rows_needed if r not in info.rows]
+        if lacking:
+            raise ReplayMismatch(f"FreeCure: uncond_blend > 0 needs the unconditional K/V, which was not recorded; "
+                                 f"set record to 'cond+uncond' on FreeCureFoundationSampler or use uncond_blend 0.")
+        if info.kind == "x" and weights_id != info.weights_id:
+            raise ReplayMismatch("FreeCure: the record holds attention inputs, which can only be replayed on a "
+                                 "model with the same weights as the foundation model (a LoRA or weight patch "
+                                 "differs). Set store to 'kv' on FreeCureFoundationSampler.")
+
+    # ---------------------------------------------------------------- compaction
+    def compacted_copy(self, row_masks_by_site: dict[tuple, torch.Tensor]) -> "KVStore":
+        """A new store holding only the tokens inside the mask (the original is left untouched).
+
+        row_masks_by_site: site key -> (B or 1, N) binary mask over that site's tokens. Tokens inside
+        any row's mask are kept; the per-row key mask over the kept tokens is stored for FASA.
+        """
+        out = KVStore(replace(self.info, eval_sigmas=list(self.info.eval_sigmas)), offload=self.offload)
+        out.compacted = True
+        index_by_site = {}
+        for site_key, rows in row_masks_by_site.items():
+            rows = rows > 0.5
+            union = rows.any(dim=0)
+            idx = union.nonzero().squeeze(1)
+            index_by_site[tuple(site_key)] = idx
+            out.key_masks[tuple(site_key)] = rows[:, idx].float()
+        for (ev, site_key, row), tensors in self.entries.items():
+            idx = index_by_site.get(site_key)
+            if idx is None:
+                continue
+            out.entries[(ev, site_key, row)] = tuple(t.index_select(1, idx.to(t.device)) for t in tensors)
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes held by the stored tensors."""
+        return sum(t.numel() * t.element_size() for ts in self.entries.values() for t in ts)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"KVStore(kind={i.kind}, rows={i.rows}, layers={len(i.site_keys)}, evals={len(i.eval_sigmas)}, "
+                f"latent={tuple(i.latent_shape)}, {self.nbytes() / 2**20:.1f} MiB{', compacted' if self.compacted else ''})")
