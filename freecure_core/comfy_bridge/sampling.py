@@ -92,3 +92,13 @@ def split_pair(latent: dict):
                 d[key] = d[key][part]
         out.append(d)
     return tuple(out)
+
+
+def sampler_names() -> list[str]:
+    """ComfyUI's sampler names, for the node combos."""
+    return list(comfy.samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names() -> list[str]:
+    """ComfyUI's scheduler names, for the node combos."""
+    return list(comfy.samplers.KSampler.SCHEDULERS)

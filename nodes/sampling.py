@@ -1,0 +1,167 @@
+"""FreeCure sampling nodes: FASA settings, the foundation (stage 1) sampler, the FreeCure (stage 3)
+sampler and guider, and the pair splitter. Declarations only; the work is in freecure_core."""
+from __future__ import annotations
+
+from ..freecure_core.config import FASAConfig
+from ..freecure_core.layers import PRESETS
+from ..freecure_core.comfy_bridge import sampling as engine
+from .spec import In, NodeSpec, Out
+
+CATEGORY = "FreeCure/sampling"
+LAYER_CHOICES = list(PRESETS) + ["custom"]
+
+LAYERS_TIP = ("Self-attention layers where FASA acts. reference = the FreeCure code's layers (SD1.x decoder at the "
+              "two finest resolutions; SDXL the last 20 self-attention blocks); decoder = every decoder layer; all = "
+              "every layer; custom = the list in custom_layers.")
+CUSTOM_TIP = ("Used when layers is 'custom': call positions like '50-69' (0-based, the reference code's numbering) "
+              "or blocks like 'output:6-11', 'output:1.6-9' (block 1, transformer indices 6-9), 'middle'.")
+
+
+def _layers(layers: str, custom_layers: str) -> str:
+    if layers == "custom":
+        if not custom_layers.strip():
+            raise ValueError("FreeCure: layers is 'custom' but custom_layers is empty; e.g. 'output:6-11'")
+        return custom_layers
+    return layers
+
+
+def _ksampler_inputs(model_name: str, model_tip: str) -> list[In]:
+    return [
+        In("MODEL", model_name, model_tip),
+        In("INT", "seed", "Noise seed. Use the same seed for the foundation and the FreeCure sampler.", default=0,
+           min=0, max=0xffffffffffffffff, seed=True),
+        In("INT", "steps", "Denoising steps.", default=20, min=1, max=10000),
+        In("FLOAT", "cfg", "Classifier-free guidance scale.", default=8.0, min=0.0, max=100.0, step=0.1),
+        In("COMBO", "sampler_name", "Sampler. Deterministic samplers keep lockstep's FD half identical to the "
+           "foundation run; ancestral ones work best with record/replay.", options=engine.sampler_names(),
+           default="euler"),
+        In("COMBO", "scheduler", "Noise schedule.", options=engine.scheduler_names(), default="normal"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------ FASA config
+def _fasa_config(mask, omega, layers, custom_layers, start_percent, end_percent, uncond_blend, mask_resample):
+    return (FASAConfig(mask=mask, omega=omega, layers=_layers(layers, custom_layers), start_percent=start_percent,
+                       end_percent=end_percent, uncond_blend=uncond_blend, mask_resample=mask_resample),)
+
+
+FASA_CONFIG = NodeSpec(
+    node_id="FreeCureFASAConfig", display_name="FreeCure FASA Config", category="FreeCure/attention",
+    description="Foundation-aware self-attention settings: inside the mask, the identity branch also attends to "
+                "the foundation branch's features, so prompt attributes (hair, eyes, glasses...) follow the prompt.",
+    inputs=[
+        In("MASK", "mask", "Attribute mask on the foundation image (white = take the attribute from the foundation "
+           "branch), e.g. from FreeCure face parsing. One mask, or one per image of the batch."),
+        In("FLOAT", "omega", "Boost of in-mask foundation features (log-space: weight x e^omega). -1 = per-model "
+           "default of the FreeCure code (SDXL 1.5, SD1.x 0.5); the paper reports 2.0.", default=-1.0, min=-1.0,
+           max=10.0, step=0.05),
+        In("COMBO", "layers", LAYERS_TIP, options=LAYER_CHOICES, default="reference"),
+        In("STRING", "custom_layers", CUSTOM_TIP, default=""),
+        In("FLOAT", "start_percent", "Where in the schedule FASA starts (0 = first step).", default=0.0, min=0.0,
+           max=1.0, step=0.01),
+        In("FLOAT", "end_percent", "Where in the schedule FASA stops (1 = last step).", default=1.0, min=0.0,
+           max=1.0, step=0.01),
+        In("FLOAT", "uncond_blend", "0 = the negative/unconditional row keeps plain attention (FreeCure code); "
+           "1 = it gets FASA too.", default=0.0, min=0.0, max=1.0, step=0.05),
+        In("COMBO", "mask_resample", "How the mask is brought to each layer's token grid: nearest (FreeCure code) "
+           "or area (token kept when at least half covered).", options=["nearest", "area"], default="nearest"),
+    ],
+    outputs=[Out("FREECURE_FASA", "fasa", "FASA settings for FreeCure Sampler / FreeCure Guider.")],
+    run=_fasa_config)
+
+
+# ------------------------------------------------------------------------------------------ stage 1
+def _foundation(model_fd, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+                record, layers, custom_layers, store, offload_kv):
+    latent, kv = engine.sample_foundation(model_fd, positive, negative, latent_image, seed, steps, cfg, sampler_name,
+                                          scheduler, denoise, record, _layers(layers, custom_layers), store, offload_kv)
+    return latent, kv
+
+
+FOUNDATION_SAMPLER = NodeSpec(
+    node_id="FreeCureFoundationSampler", display_name="FreeCure Foundation Sampler", category=CATEGORY,
+    description="Stage 1: samples the foundation branch (the model without the identity adapter) and records its "
+                "self-attention features so FreeCure Sampler can replay them instead of sampling it again.",
+    inputs=_ksampler_inputs("model_fd", "The foundation model: the same checkpoint without the identity adapter.") + [
+        In("CONDITIONING", "positive", "Foundation prompt (no identity embedding)."),
+        In("CONDITIONING", "negative", "Negative prompt."),
+        In("LATENT", "latent_image", "Latent to sample, e.g. Empty Latent Image."),
+        In("FLOAT", "denoise", "Denoise strength.", default=1.0, min=0.0, max=1.0, step=0.01),
+        In("COMBO", "record", "Record foundation features for replay: off, cond (positive row), or cond+uncond "
+           "(needed for uncond_blend > 0).", options=list(engine.RECORD_CHOICES), default="cond"),
+        In("COMBO", "layers", LAYERS_TIP + " Must cover the FASA Config's layers.", options=LAYER_CHOICES,
+           default="reference"),
+        In("STRING", "custom_layers", CUSTOM_TIP, default=""),
+        In("COMBO", "store", "What to record: auto = attention inputs (half the size of keys+values; replay needs the "
+           "same weights); kv = keys and values (works when model_pd has other LoRAs/patches).",
+           options=list(engine.STORE_KINDS), default="auto"),
+        In("BOOLEAN", "offload_kv", "Keep the record in CPU RAM instead of GPU memory.", default=True),
+    ],
+    outputs=[Out("LATENT", "fd_latent", "The foundation image's latent (decode it and parse the face for the mask)."),
+             Out("FREECURE_KV", "kv", "The recorded foundation features (connect to FreeCure Sampler to replay).")],
+    run=_foundation)
+
+
+# ------------------------------------------------------------------------------------------ stage 3
+def _pair_inputs() -> list[In]:
+    return [
+        In("MODEL", "model_fd", "The foundation model (no identity adapter). Lockstep needs the same weights as "
+           "model_pd; with a kv record it is not run."),
+        In("CONDITIONING", "positive", "Identity-branch positive conditioning (with the identity embedding)."),
+        In("CONDITIONING", "negative", "Identity-branch negative conditioning."),
+        In("CONDITIONING", "fd_positive", "Foundation-branch positive conditioning (same prompt, no identity)."),
+        In("CONDITIONING", "fd_negative", "Foundation-branch negative conditioning."),
+    ]
+
+
+def _freecure(model_pd, seed, steps, cfg, sampler_name, scheduler, model_fd, positive, negative, fd_positive,
+              fd_negative, latent_image, denoise, fasa, kv=None):
+    pd, fd, _ = engine.sample_freecure(model_pd, model_fd, positive, negative, fd_positive, fd_negative, latent_image,
+                                       seed, steps, cfg, sampler_name, scheduler, denoise, fasa, kv)
+    return pd, fd
+
+
+KV_INPUT = In("FREECURE_KV", "kv", "Optional record from FreeCure Foundation Sampler: replay it (faster: the "
+              "foundation branch is not sampled again). Without it, both branches run in lockstep.", optional=True)
+
+FREECURE_SAMPLER = NodeSpec(
+    node_id="FreeCureSampler", display_name="FreeCure Sampler", category=CATEGORY,
+    description="Stage 3: samples the identity branch with foundation-aware self-attention, from the same noise as "
+                "the foundation branch.",
+    inputs=_ksampler_inputs("model_pd", "The personalized model (with the identity adapter).") + _pair_inputs() + [
+        In("LATENT", "latent_image", "The same latent as the foundation sampler's."),
+        In("FLOAT", "denoise", "Denoise strength.", default=1.0, min=0.0, max=1.0, step=0.01),
+        In("FREECURE_FASA", "fasa", "FASA settings from FreeCure FASA Config."),
+        KV_INPUT,
+    ],
+    outputs=[Out("LATENT", "pd_latent", "The FreeCure result (identity branch with FASA)."),
+             Out("LATENT", "fd_latent", "The foundation branch's latent.")],
+    run=_freecure)
+
+
+def _guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv=None):
+    return (engine.make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv),)
+
+
+FREECURE_GUIDER = NodeSpec(
+    node_id="FreeCureGuider", display_name="FreeCure Guider", category=CATEGORY,
+    description="GUIDER for SamplerCustomAdvanced: FreeCure with any sampler, sigmas and noise. Its output is the "
+                "pair [identity rows; foundation rows]; split it with FreeCure Split Pair.",
+    inputs=[In("MODEL", "model_pd", "The personalized model (with the identity adapter).")] + _pair_inputs() + [
+        In("FLOAT", "cfg", "Classifier-free guidance scale.", default=8.0, min=0.0, max=100.0, step=0.1),
+        In("FREECURE_FASA", "fasa", "FASA settings from FreeCure FASA Config."),
+        KV_INPUT,
+    ],
+    outputs=[Out("GUIDER", "guider", "Connect to SamplerCustomAdvanced.")],
+    run=_guider)
+
+
+SPLIT_PAIR = NodeSpec(
+    node_id="FreeCureSplitPair", display_name="FreeCure Split Pair", category=CATEGORY,
+    description="Splits a FreeCure guider's output [identity rows; foundation rows] into its two halves.",
+    inputs=[In("LATENT", "latent", "Output of SamplerCustomAdvanced driven by FreeCure Guider.")],
+    outputs=[Out("LATENT", "pd_latent", "Identity-branch half (the FreeCure result)."),
+             Out("LATENT", "fd_latent", "Foundation-branch half.")],
+    run=lambda latent: engine.split_pair(latent))
+
+SPECS = [FASA_CONFIG, FOUNDATION_SAMPLER, FREECURE_SAMPLER, FREECURE_GUIDER, SPLIT_PAIR]
