@@ -1,0 +1,18 @@
+# FreeCure for ComfyUI: the README's commands.
+#   make test   bootstrap .venv/ and .comfyui/ (pinned), then run every test
+#   make demo   run the whole pipeline on an embedded tiny model, writing images and a report to out/demo/
+#   make bench  print the engine's cost and speed figures (not a test)
+PY := .venv/bin/python
+
+.PHONY: venv test demo bench
+venv:
+	bash scripts/bootstrap.sh
+
+test: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --out out/demo
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_engine.py

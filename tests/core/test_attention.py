@@ -1,0 +1,128 @@
+"""fasa_attention against a dense float64 implementation of the reference semantics."""
+import math
+
+import pytest
+import torch
+
+from freecure_core import attention
+from freecure_core.attention import fasa_attention, plain_attention
+
+
+def dense_fasa(q, k, v, k_fd, v_fd, key_mask, omega, heads):
+    """Reference: logits over [K_pd | K_fd], +omega inside the mask, -inf outside, one softmax (float64)."""
+    q, k, v, k_fd, v_fd = (t.double() for t in (q, k, v, k_fd, v_fd))
+    b, n, c = q.shape
+    d = c // heads
+    split = lambda t: t.view(b, t.shape[1], heads, d).transpose(1, 2)
+    qh, kh, vh = split(q), split(torch.cat([k, k_fd], 1)), split(torch.cat([v, v_fd], 1))
+    logits = qh @ kh.transpose(-1, -2) / math.sqrt(d)
+    m = key_mask if key_mask.dim() == 2 else key_mask.unsqueeze(0).expand(b, -1)
+    bias = torch.where(m > 0.5, torch.tensor(float(omega), dtype=torch.float64), torch.tensor(-math.inf, dtype=torch.float64))
+    bias = torch.cat([torch.zeros(b, k.shape[1], dtype=torch.float64), bias], 1)
+    attn = torch.softmax(logits + bias[:, None, None, :], dim=-1)
+    return (attn @ vh).transpose(1, 2).reshape(b, n, c)
+
+
+def make(b=1, n=48, m=48, heads=2, d=8, seed=0, dtype=torch.float32, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: (torch.randn(*s, generator=g) * scale).to(dtype)
+    return r(b, n, heads * d), r(b, n, heads * d), r(b, n, heads * d), r(b, m, heads * d), r(b, m, heads * d)
+
+
+def masks(m, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"empty": torch.zeros(m), "full": torch.ones(m), "sparse": (torch.rand(m, generator=g) < 0.25).float()}
+
+
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("which", ["empty", "full", "sparse"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_matches_dense_reference(dtype, which, batch):
+    q, k, v, kf, vf = make(b=batch, dtype=dtype)
+    mask = masks(kf.shape[1])[which]
+    out = fasa_attention(q, k, v, kf, vf, mask, 1.5, heads=2)
+    ref = dense_fasa(q, k, v, kf, vf, mask, 1.5, heads=2)
+    assert out.dtype == dtype and out.shape == q.shape
+    assert torch.allclose(out.double(), ref, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def test_per_row_masks_in_a_batch():
+    q, k, v, kf, vf = make(b=3, m=40)
+    rows = torch.stack([masks(40, s)["sparse"] for s in (1, 2, 3)])
+    rows[2] = 0  # one image whose mask is empty
+    out = fasa_attention(q, k, v, kf, vf, rows, 0.7, heads=2)
+    assert torch.allclose(out.double(), dense_fasa(q, k, v, kf, vf, rows, 0.7, 2), atol=1e-5)
+    assert torch.equal(out[2:], plain_attention(q[2:], k[2:], v[2:], 2))
+
+
+def test_empty_mask_is_exactly_plain_attention():
+    q, k, v, kf, vf = make(b=2)
+    out = fasa_attention(q, k, v, kf, vf, torch.zeros(kf.shape[1]), 2.0, heads=2)
+    assert torch.equal(out, plain_attention(q, k, v, 2))
+    sdpa = torch.nn.functional.scaled_dot_product_attention(*(t.view(2, -1, 2, 8).transpose(1, 2) for t in (q, k, v)))
+    assert torch.allclose(out, sdpa.transpose(1, 2).reshape(q.shape), atol=1e-6)
+
+
+def test_omega_is_a_log_space_boost():
+    """One FD key identical to one PD key: its weight relative to the PD copy is e^omega."""
+    heads, d = 1, 4
+    q = torch.randn(1, 1, d)
+    k = torch.randn(1, 2, d)
+    v = torch.tensor([[[1.0, 0, 0, 0], [0, 0, 0, 0]]])
+    kf, vf = k[:, :1].clone(), torch.tensor([[[0.0, 1, 0, 0]]])
+    omega = 1.3
+    out = fasa_attention(q, k, v, kf, vf, torch.ones(1), omega, heads)
+    assert out[0, 0, 1] / out[0, 0, 0] == pytest.approx(math.exp(omega), rel=1e-5)
+
+
+def test_out_of_mask_keys_are_excluded_even_when_huge():
+    q, k, v, kf, vf = make(n=8, m=8)
+    mask = torch.zeros(8)
+    mask[:3] = 1
+    poisoned_k, poisoned_v = kf.clone(), vf.clone()
+    poisoned_k[:, 3:] = 1e4
+    poisoned_v[:, 3:] = float("nan")
+    a = fasa_attention(q, k, v, kf, vf, mask, 1.0, 2)
+    b = fasa_attention(q, k, v, poisoned_k, poisoned_v, mask, 1.0, 2)
+    assert torch.equal(a, b)
+
+
+def test_softmax_runs_in_fp32_for_half_inputs():
+    q, k, v, kf, vf = make(dtype=torch.float16, scale=30.0)  # fp16 logits would overflow
+    out = fasa_attention(q, k, v, kf, vf, torch.ones(kf.shape[1]), 2.0, 2)
+    assert torch.isfinite(out).all()
+    ref = dense_fasa(q, k, v, kf, vf, torch.ones(kf.shape[1]), 2.0, 2)
+    assert torch.allclose(out.double(), ref, atol=0.05, rtol=0.01)
+
+
+def test_query_chunking_gives_the_same_result(monkeypatch):
+    q, k, v, kf, vf = make(n=50)
+    mask = masks(kf.shape[1])["sparse"]
+    whole = fasa_attention(q, k, v, kf, vf, mask, 1.0, 2)
+    monkeypatch.setattr(attention, "_QUERY_CHUNK", 7)
+    assert torch.allclose(fasa_attention(q, k, v, kf, vf, mask, 1.0, 2), whole, atol=1e-6)
+
+
+def test_different_fd_token_count_is_allowed():
+    q, k, v, kf, vf = make(n=30, m=12)
+    mask = masks(12)["sparse"]
+    assert torch.allclose(fasa_attention(q, k, v, kf, vf, mask, 0.5, 2).double(),
+                          dense_fasa(q, k, v, kf, vf, mask, 0.5, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda q, k, v, kf, vf: (q, k, v, kf[:, :, :8], vf, torch.ones(48)), "foundation k/v"),
+    (lambda q, k, v, kf, vf: (q, k, v, kf, vf, torch.ones(47)), "key_mask"),
+    (lambda q, k, v, kf, vf: (q[0], k, v, kf, vf, torch.ones(48)), "must be"),
+])
+def test_bad_shapes_name_the_problem(bad, message):
+    with pytest.raises(ValueError, match=message):
+        fasa_attention(*bad(*make()), 1.0, 2)
+
+
+def test_non_finite_omega_is_refused():
+    with pytest.raises(ValueError, match="omega"):
+        fasa_attention(*make(), torch.ones(48), float("inf"), 2)
