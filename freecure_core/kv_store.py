@@ -29,6 +29,13 @@ def tensor_fingerprint(t: torch.Tensor | None) -> str:
     return h.hexdigest()[:16]
 
 
+class NoRecord:
+    """What FreeCureFoundationSampler outputs as FREECURE_KV when recording is off."""
+
+    def __repr__(self) -> str:
+        return "NoRecord()"
+
+
 class ReplayMismatch(ValueError):
     """The replay run differs from the recorded foundation run (seed, steps, sampler, size, layers...)."""
 

@@ -77,6 +77,9 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None):
+        if not self.uses_fasa():
+            return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                        disable_pbar, seed, latent_shapes=latent_shapes)
         family = model_family(self.inner_model)
         sites = probe_sites(self.inner_model, device)
         self.report.update(family=family, probed_sites=len(sites))
@@ -84,6 +87,9 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
         self.report["sites"] = [s.label() for s in self.run.sites.values()]
         return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
                                     disable_pbar, seed, latent_shapes=latent_shapes)
+
+    def uses_fasa(self) -> bool:
+        return True
 
     def make_run(self, family, sites, sigmas, device) -> FasaRun:
         raise NotImplementedError
@@ -111,9 +117,13 @@ class FoundationGuider(_FreeCureGuider):
         self.set_conds(positive, negative)
         self.record_rows, self.layers, self.kind, self.offload = tuple(record_rows), layers, kind, offload
         self.store: KVStore | None = None
-        check_no_caching(model_fd, "model_fd")
+        if record_rows:
+            check_no_caching(model_fd, "model_fd")
         if record_rows and kind not in ("auto", "kv", "x"):
             raise ValueError(f"FreeCure: store must be 'auto', 'kv' or 'x', got {kind!r}")
+
+    def uses_fasa(self) -> bool:
+        return bool(self.record_rows)
 
     def sample(self, *args, **kwargs):
         out = super().sample(*args, **kwargs)

@@ -10,7 +10,7 @@ import comfy.utils
 import latent_preview
 
 from ..config import FASAConfig
-from ..kv_store import KVStore
+from ..kv_store import KVStore, NoRecord, ReplayMismatch
 from .guiders import FoundationGuider, LockstepGuider, ReplayGuider
 
 RECORD_CHOICES = {"off": (), "cond": ("cond",), "cond+uncond": ("cond", "uncond")}
@@ -43,12 +43,12 @@ def _latent_like(latent: dict, samples: torch.Tensor) -> dict:
 def sample_foundation(model_fd, positive, negative, latent: dict, seed: int, steps: int, cfg: float,
                       sampler_name: str, scheduler: str, denoise: float = 1.0, record: str = "cond",
                       layers: str = "reference", store: str = "auto", offload: bool = True):
-    """Stage 1: sample the foundation branch; returns (LATENT, KVStore or None)."""
+    """Stage 1: sample the foundation branch; returns (LATENT, KVStore, or NoRecord when record is off)."""
     if record not in RECORD_CHOICES:
         raise ValueError(f"FreeCure: record must be one of {list(RECORD_CHOICES)}")
     guider = FoundationGuider(model_fd, positive, negative, cfg, RECORD_CHOICES[record], layers, store, offload)
     samples = _run(guider, model_fd, latent, seed, steps, sampler_name, scheduler, denoise)
-    kv = guider.store if RECORD_CHOICES[record] else None
+    kv = guider.store if RECORD_CHOICES[record] else NoRecord()
     return _latent_like(latent, samples), kv
 
 
@@ -57,6 +57,9 @@ def make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative
     """A lockstep guider, or a replay guider when a stage-1 record is given."""
     if not isinstance(fasa, FASAConfig):
         raise ValueError("FreeCure: the fasa input must come from a FreeCureFASAConfig node")
+    if isinstance(kv, NoRecord):
+        raise ReplayMismatch("FreeCure: the connected kv holds no record because record is 'off' on "
+                             "FreeCureFoundationSampler. Set record to 'cond' there, or disconnect kv to run lockstep.")
     if kv is not None:
         return ReplayGuider(model_pd, positive, negative, cfg, fasa, kv)
     return LockstepGuider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa)
