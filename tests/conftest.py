@@ -1,0 +1,243 @@
+"""Shared pytest setup.
+
+Kept lazy: nothing here imports ComfyUI or torch at collection time.  Tests that
+need ComfyUI in-process call ``support.comfy_env.import_comfy()`` (or use the
+``comfy_cpu`` fixture); e2e tests use the session-scoped ``comfy_server`` fixture,
+which starts a real ``main.py --cpu`` only when first requested.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+# Tiny CPU models: one intra-op thread is faster, and with 2 threads a busy CI
+# machine slows OpenMP barriers down 20-40x.  Must be set before torch is imported;
+# the e2e server inherits it.  Override by exporting OMP_NUM_THREADS.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+if str(TESTS_DIR) not in sys.path:  # makes `import support...` work in any import mode
+    sys.path.insert(0, str(TESTS_DIR))
+
+SERVER_START_TIMEOUT_S = 180
+CKPT_NAME = "tiny_sd15.safetensors"
+MARKER_NODE = "FreeCureE2EMarker"  # defined by tests/e2e_pack
+
+
+class _RepoRootIsNotATestPackage:
+    """The repo root is the ComfyUI pack, so it has an ``__init__.py``.  pytest would
+    make it a ``Package`` and import that ``__init__.py`` (as a module named after the
+    checkout directory) before running any test below it, dragging in ComfyUI.
+    Collect the root as a plain directory instead.  Registered as a global plugin
+    because a conftest's own hooks do not apply to its parent directory."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if pathlib.Path(path) == REPO_ROOT:
+            return pytest.Dir.from_parent(parent, path=pathlib.Path(path))
+        return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: starts a real ComfyUI server (slow); deselect with -m 'not e2e'")
+    if not config.pluginmanager.has_plugin("freecure-repo-root-dir"):
+        config.pluginmanager.register(_RepoRootIsNotATestPackage(), "freecure-repo-root-dir")
+
+
+@pytest.fixture(scope="session")
+def comfy_cpu():
+    """ComfyUI importable in-process, CPU mode.  Returns the ``comfy`` package."""
+    from support.comfy_env import import_comfy
+    return import_comfy()
+
+
+# ----------------------------------------------------------------------------- e2e server
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """Handle on a running ComfyUI server (127.0.0.1 only)."""
+
+    def __init__(self, proc, url, tmp, log_path, output_dir):
+        self.proc = proc
+        self.url = url
+        self.tmp = tmp
+        self.log_path = log_path
+        self.output_dir = output_dir
+        self.checkpoint = CKPT_NAME
+        self.client_id = uuid.uuid4().hex
+        self.start_seconds = None
+
+    # -- plumbing
+    def _get(self, path, timeout=30):
+        import requests
+        return requests.get(self.url + path, timeout=timeout)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=80) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # -- API
+    def object_info(self, name=None):
+        """``/object_info/<name>`` entry for one node class (None if unknown), or all."""
+        if name is None:
+            return self._get("/object_info", timeout=60).json()
+        r = self._get(f"/object_info/{name}")
+        if r.status_code != 200:
+            return None
+        return r.json().get(name)
+
+    def queue(self, prompt: dict):
+        """POST /prompt.  Returns (status_code, json); validation errors (400) are returned, not raised."""
+        import requests
+        r = requests.post(self.url + "/prompt",
+                          json={"prompt": prompt, "client_id": self.client_id}, timeout=60)
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"raw": r.text}
+        return r.status_code, body
+
+    def wait(self, prompt_id: str, timeout: float = 300):
+        """Poll /history/<id> until the prompt finished; returns its history entry."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self._get(f"/history/{prompt_id}")
+            if r.status_code == 200:
+                data = r.json()
+                if prompt_id in data:
+                    entry = data[prompt_id]
+                    status = entry.get("status") or {}
+                    if status.get("completed") or status.get("status_str") in ("success", "error"):
+                        return entry
+            if not self.alive():
+                raise RuntimeError(f"ComfyUI server died while waiting for {prompt_id}:\n{self.log_tail()}")
+            time.sleep(0.2)
+        raise TimeoutError(f"prompt {prompt_id} not finished after {timeout}s:\n{self.log_tail()}")
+
+    def run(self, prompt: dict, timeout: float = 300):
+        """queue + wait; asserts the prompt was accepted.  Returns the history entry."""
+        code, body = self.queue(prompt)
+        assert code == 200 and "prompt_id" in body, f"prompt rejected ({code}): {json.dumps(body, indent=1)}"
+        return self.wait(body["prompt_id"], timeout=timeout)
+
+    def output_files(self, history_entry, kind="images"):
+        """Paths of the files a history entry reports under outputs[*][kind] (type 'output')."""
+        paths = []
+        for out in (history_entry.get("outputs") or {}).values():
+            for item in out.get(kind, []):
+                if item.get("type", "output") == "output":
+                    paths.append(self.output_dir / item.get("subfolder", "") / item["filename"])
+        return paths
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server runs in its own session/group
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """Start ``main.py --cpu`` with this repo and tests/e2e_pack as custom nodes."""
+    pytest.importorskip("requests")
+    import requests
+    from support.comfy_env import comfy_root
+
+    root = comfy_root()
+    if not (root / "main.py").is_file():
+        pytest.fail(f"ComfyUI not found at {root} (set COMFYUI_PATH or run scripts/bootstrap.sh)")
+
+    tmp = tmp_path_factory.mktemp("comfy_e2e")
+    nodes_dir = tmp / "custom_nodes"
+    ckpt_dir = tmp / "models" / "checkpoints"
+    output_dir, input_dir, temp_dir, user_dir = (tmp / d for d in ("output", "input", "temp", "user"))
+    for d in (nodes_dir, ckpt_dir, output_dir, input_dir, temp_dir, user_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    (nodes_dir / "comfyui-freecure").symlink_to(REPO_ROOT, target_is_directory=True)
+    (nodes_dir / "zz_freecure_e2e").symlink_to(TESTS_DIR / "e2e_pack", target_is_directory=True)
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
+               COMFYUI_PATH=str(root))
+    yaml_path = tmp / "extra_model_paths.yaml"
+    yaml_path.write_text(
+        "freecure_e2e:\n"
+        f"    base_path: {json.dumps(str(tmp))}\n"
+        "    custom_nodes: custom_nodes\n"
+        "    checkpoints: models/checkpoints\n")
+
+    port = _free_port()
+    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch",
+           "--output-directory", str(output_dir), "--input-directory", str(input_dir),
+           "--temp-directory", str(temp_dir), "--user-directory", str(user_dir),
+           "--database-url", "sqlite:///" + str(user_dir / "comfyui.db"),
+           "--extra-model-paths-config", str(yaml_path)]
+    log_path = tmp / "server.log"
+    log = open(log_path, "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=str(root), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    server = ComfyServer(proc, f"http://127.0.0.1:{port}", tmp, log_path, output_dir)
+    try:
+        # The checkpoint is written while the server boots (it lists checkpoints
+        # per request, not at start-up); both must be done before tests run.
+        make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / "make_ckpt.py"), str(ckpt_dir / CKPT_NAME)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        if make.returncode != 0:
+            pytest.fail(f"make_ckpt.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
+        deadline = t0 + SERVER_START_TIMEOUT_S
+        ready = False
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited early (rc={proc.returncode}):\n{server.log_tail()}")
+            try:
+                r = requests.get(f"{server.url}/object_info/{MARKER_NODE}", timeout=5)
+                if r.status_code == 200 and MARKER_NODE in r.json():
+                    ready = True
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        if not ready:
+            pytest.fail(f"ComfyUI not ready (no {MARKER_NODE} in /object_info) after "
+                        f"{SERVER_START_TIMEOUT_S}s:\n{server.log_tail()}")
+        server.start_seconds = time.monotonic() - t0
+        yield server
+    finally:
+        _stop(proc)
+        log.close()
