@@ -197,3 +197,26 @@ def test_fasa_moves_pd_towards_fd_inside_the_mask(layer):
     gain_outside = (gap_before[~inside] - gap_after[~inside]).mean()
     assert gain_inside > 0
     assert gain_inside > gain_outside + 0.02
+
+
+def test_identity_patches_on_model_pd_never_touch_fd_rows(sd15_case):
+    """An identity adapter's attn2 replace (as InstantID/PuLID/IPAdapter install) only sees PD rows, and only
+    cond_or_uncond indices 0/1 (their patches index (cond, uncond) tuples)."""
+    c = sd15_case
+    seen = []
+
+    def identity_adapter(q, k, v, extra_options):
+        assert max(extra_options["cond_or_uncond"]) <= 1
+        seen.append(q.shape[0])
+        out = comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"])
+        return out + 0.05
+
+    pd_model = c.model.clone()
+    for key in (("input", 1), ("input", 3), ("middle", 0), ("output", 0), ("output", 1), ("output", 2), ("output", 3)):
+        pd_model.set_model_attn2_replace(identity_adapter, *key, 0)
+    fasa = FASAConfig(mask=c.mask((2, 3, 10, 15)), omega=1.0)
+    pd, fd, _ = S.sample_freecure(pd_model, c.model, c.pos, c.neg, c.fd_pos, c.fd_neg, c.latent, SEED, STEPS, CFG,
+                                  "euler", "normal", 1.0, fasa)
+    assert seen and torch.equal(fd["samples"], c.ksampler(c.fd_pos, c.fd_neg))
+    plain_pd, _, _ = freecure(c, fasa)
+    assert not torch.allclose(pd["samples"], plain_pd)
