@@ -133,7 +133,12 @@ class FoundationGuider(_FreeCureGuider):
 
     def make_run(self, family, sites, sigmas, device):
         chosen = resolve_layers(self.layers, sites, family)
-        kind = "x" if self.kind == "auto" else self.kind
+        kind = self.kind
+        if kind == "auto":
+            # attention inputs are half the size of keys+values, but another node's attn1_patch may change
+            # the keys after our hook sees the input: then record the keys/values themselves
+            other_patches = self.model_patcher.model_options.get("transformer_options", {}).get("patches", {})
+            kind = "kv" if other_patches.get("attn1_patch") else "x"
         if kind == "kv":
             check_attn1_conflicts(self.model_patcher, chosen, "model_fd")
         shape = self._inputs["latent_shape"]

@@ -116,3 +116,10 @@ def test_bad_mask_inputs_name_the_fix(sd15_case):
         run(c, fasa=FASAConfig(mask=torch.ones(1, 128, 192), layers="output:40"))
     with pytest.raises(ValueError, match="start_percent"):
         FASAConfig(mask=torch.ones(1, 8, 8), start_percent=0.8, end_percent=0.2)
+
+
+def test_auto_store_records_keys_when_another_attn1_patch_is_present(sd15_case):
+    m = sd15_case.model.clone()
+    m.set_model_attn1_patch(lambda n, context, value, extra: (n, context, value))
+    assert record(sd15_case, model=m).info.kind == "kv"
+    assert record(sd15_case).info.kind == "x"
