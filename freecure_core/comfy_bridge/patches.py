@@ -12,7 +12,7 @@ import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
 
 from ..attention import fasa_attention
-from ..kv_store import KVStore, ReplayMismatch
+from ..kv_store import KVStore
 from ..layers import Site
 from ..masks import TokenMasks
 
@@ -87,9 +87,8 @@ class FasaRun:
                 raise ValueError(f"FreeCure: mask grid {grid} does not match {k_fd.shape[1]} tokens at {site.label()}")
         else:
             got = self.store.get(self.eval_index, site.key, row, q.device, q.dtype)
-            if got is None:
-                raise ReplayMismatch(f"FreeCure: the K/V record has no {row} entry for {site.label()} at model "
-                                     f"evaluation {self.eval_index}; record and replay settings differ.")
+            if got is None:  # FD had no such row at this evaluation (e.g. a timestep-ranged cond): as lockstep
+                return None
             if self.store.info.kind == "x":
                 attn1 = self.modules[site.key]
                 k_fd, v_fd = attn1.to_k(got[0]), attn1.to_v(got[0])
