@@ -22,20 +22,6 @@ def downsampled_grid(latent_hw: tuple[int, int], level: int) -> tuple[int, int]:
     return h, w
 
 
-def grid_for_tokens(latent_hw: tuple[int, int], n_tokens: int, max_level: int = 8) -> tuple[int, int]:
-    """The token grid of a layer with n_tokens tokens for a latent of size latent_hw.
-
-    Raises ValueError when no downsampling level gives n_tokens (the layer is not a spatial grid of
-    this latent).
-    """
-    for level in range(max_level + 1):
-        h, w = downsampled_grid(latent_hw, level)
-        if h * w == n_tokens:
-            return h, w
-    raise ValueError(f"FreeCure: {n_tokens} attention tokens do not match any downsampled grid of the "
-                     f"{latent_hw[0]}x{latent_hw[1]} latent")
-
-
 def normalize_mask(mask: torch.Tensor) -> torch.Tensor:
     """A MASK as a float (B, H, W) tensor; accepts (H, W), (B, H, W) and (B, 1, H, W)."""
     if not torch.is_tensor(mask):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from freecure_core.masks import (TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid, grid_for_tokens,
+from freecure_core.masks import (TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid,
                                  resample_mask)
 
 
@@ -20,13 +20,6 @@ def test_odd_latents_round_up_like_a_stride_2_conv():
     for level in range(1, 4):
         x = conv(x)
         assert downsampled_grid((75, 61), level) == tuple(x.shape[-2:])
-
-
-def test_grid_for_tokens_is_not_a_square_root():
-    assert grid_for_tokens((104, 152), 26 * 38) == (26, 38)
-    assert grid_for_tokens((75, 61), 38 * 31) == (38, 31)
-    with pytest.raises(ValueError, match="do not match"):
-        grid_for_tokens((104, 152), 1000)
 
 
 def test_non_square_mask_lands_on_the_right_tokens():
