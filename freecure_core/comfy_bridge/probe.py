@@ -1,6 +1,8 @@
 """Discover a model's self-attention sites with one small forward pass, and name its family."""
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 import comfy.model_base as model_base
@@ -42,9 +44,20 @@ def _model_dtype(inner_model):
     return inner_model.manual_cast_dtype or inner_model.get_dtype()
 
 
-@torch.no_grad()
+# Memo of probe results per loaded UNet module: a pure function of the module's structure, dropped with it.
+_PROBED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[Site, ...]]" = weakref.WeakKeyDictionary()
+
+
 def probe_sites(inner_model, device) -> list[Site]:
-    """Every attn1 site of the UNet in call order, found by one forward on a small latent."""
+    """Every attn1 site of the UNet in call order, found by one forward on a small latent (memoised per UNet)."""
+    unet = inner_model.diffusion_model
+    if unet not in _PROBED:
+        _PROBED[unet] = tuple(_probe(inner_model, device))
+    return list(_PROBED[unet])
+
+
+@torch.no_grad()
+def _probe(inner_model, device) -> list[Site]:
     unet = inner_model.diffusion_model
     dtype = _model_dtype(inner_model)
     h, w = PROBE_LATENT_HW

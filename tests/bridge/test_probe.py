@@ -39,3 +39,10 @@ def test_other_architectures_are_named_in_the_error():
             self.diffusion_model = torch.nn.Identity()
     with pytest.raises(UnsupportedModel, match="FakeFlux.*SD1.x, SD2.x and SDXL.*FLUX"):
         model_family(FakeFlux())
+
+
+def test_probe_runs_once_per_loaded_unet(sd15, monkeypatch):
+    from freecure_core.comfy_bridge import probe
+    first = probe.probe_sites(sd15.model, torch.device("cpu"))
+    monkeypatch.setattr(probe, "_probe", lambda *a: pytest.fail("probed again"))
+    assert probe.probe_sites(sd15.model, torch.device("cpu")) == first
