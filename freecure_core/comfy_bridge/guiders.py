@@ -10,6 +10,8 @@ nodes keep working, and keeps all FASA state in a FasaRun that lives for one `sa
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 import comfy.model_patcher
@@ -22,6 +24,8 @@ from ..masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled
 from .checks import FreeCureConflict, check_attn1_conflicts, check_no_caching, check_same_weights, weights_identity
 from .patches import FasaRun
 from .probe import attn1_module, model_family, probe_sites
+
+log = logging.getLogger("FreeCure")
 
 # Top-level model_options entries that belong to a branch's own MODEL (its CFG hooks and wrappers).
 _BRANCH_OPTION_KEYS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
@@ -102,6 +106,10 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
         ms = self.inner_model.model_sampling
         omega = fasa.omega_for(family)
         self.report.update(omega=omega)
+        if fasa.mask_is_empty():
+            self.report["note"] = "the FASA mask is empty: sampling without FASA"
+            log.warning("FreeCure: the FASA mask is empty, so this run samples without FASA (plain attention). "
+                        "Check the attribute mask (prompt words, parser, detector).")
         return FasaRun(chosen, mode, omega=omega, uncond_blend=fasa.uncond_blend,
                        token_masks=TokenMasks(fasa.mask, fasa.mask_resample),
                        sigma_start=ms.percent_to_sigma(fasa.start_percent),
