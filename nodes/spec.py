@@ -18,7 +18,7 @@ class In:
     min: float | None = None
     max: float | None = None
     step: float | None = None
-    options: list | None = None
+    options: list | Callable[[], list] | None = None  # a callable is re-read each time ComfyUI asks (new files)
     optional: bool = False
     multiline: bool = False
     seed: bool = False  # INT with the "control after generate" widget
@@ -29,6 +29,13 @@ class Out:
     kind: str
     name: str
     tooltip: str
+
+
+@dataclass
+class WithUI:
+    """A node result plus UI data shown on the node (e.g. {"text": ["..."]})."""
+    outputs: tuple
+    ui: dict
 
 
 @dataclass
@@ -43,6 +50,10 @@ class NodeSpec:
     extra: dict = field(default_factory=dict)
 
 
+def _options(i: In) -> list:
+    return list(i.options() if callable(i.options) else i.options)
+
+
 # ---------------------------------------------------------------------------------------- V1
 def _v1_input(i: In):
     opts = {"tooltip": i.tooltip}
@@ -54,7 +65,7 @@ def _v1_input(i: In):
     if i.seed:
         opts["control_after_generate"] = True
     if i.kind == "COMBO":
-        return (list(i.options), opts)
+        return (_options(i), opts)
     return (i.kind, opts)
 
 
@@ -66,7 +77,10 @@ def to_v1(spec: NodeSpec) -> type:
         return {"required": req, "optional": opt} if opt else {"required": req}
 
     def execute(self, **kwargs):
-        return tuple(spec.run(**kwargs))
+        result = spec.run(**kwargs)
+        if isinstance(result, WithUI):
+            return {"ui": result.ui, "result": tuple(result.outputs)}
+        return tuple(result)
 
     return type(spec.node_id, (), {
         "INPUT_TYPES": classmethod(input_types),
@@ -99,7 +113,7 @@ def to_v3(spec: NodeSpec, io) -> type:
         kw = {"tooltip": i.tooltip, "optional": i.optional}
         t = io_type(i.kind)
         if i.kind == "COMBO":
-            return t.Input(i.name, options=list(i.options), default=i.default, **kw)
+            return t.Input(i.name, options=_options(i), default=i.default, **kw)
         if i.kind in ("FLOAT", "INT"):
             kw.update(default=i.default, min=i.min, max=i.max, step=i.step)
             if i.seed:
@@ -117,7 +131,10 @@ def to_v3(spec: NodeSpec, io) -> type:
                                   for o in spec.outputs])
 
     def execute(cls, **kwargs):
-        return io.NodeOutput(*spec.run(**kwargs))
+        result = spec.run(**kwargs)
+        if isinstance(result, WithUI):
+            return io.NodeOutput(*result.outputs, ui=result.ui)
+        return io.NodeOutput(*result)
 
     return type(spec.node_id, (io.ComfyNode,), {"define_schema": classmethod(define_schema),
                                                 "execute": classmethod(execute)})

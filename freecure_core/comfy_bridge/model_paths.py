@@ -1,0 +1,95 @@
+"""Where FreeCure finds model files in a ComfyUI install (never downloads anything).
+
+Folders: `models/face_parsing` (BiSeNet `79999_iter.pth` or its `.safetensors`), also `models/facedetection`
+for `parsing_bisenet.pth` / `79999_iter.pth` as face-restoration packs place them, `models/sams` (SAM
+checkpoints) and `models/insightface/models/<antelopev2|buffalo_l>/` (the face detector). Entries a user
+made in extra_model_paths.yaml are kept; the default folder is only added to them.
+"""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+FACE_PARSING = "face_parsing"
+FACE_DETECTION = "facedetection"
+SAMS = "sams"
+INSIGHTFACE = "insightface"
+DETECTOR_PACKS = ("antelopev2", "buffalo_l")
+PARSER_FILES_IN_FACEDETECTION = ("parsing_bisenet.pth", "79999_iter.pth", "parsing_bisenet.safetensors")
+DEFAULT_PARSER = "79999_iter.pth"
+_WEIGHT_EXTS = {".pth", ".pt", ".safetensors", ".bin"}
+
+
+def register_model_folders() -> None:
+    """Make the folders above known to folder_paths, keeping any user configuration."""
+    for name in (FACE_PARSING, FACE_DETECTION, SAMS, INSIGHTFACE):
+        default = os.path.join(folder_paths.models_dir, name)
+        if name in folder_paths.folder_names_and_paths:
+            paths, exts = folder_paths.folder_names_and_paths[name]
+            if default not in paths:
+                paths.append(default)
+            if name != INSIGHTFACE and isinstance(exts, set) and exts:
+                exts.update(_WEIGHT_EXTS)
+        else:
+            folder_paths.folder_names_and_paths[name] = ([default], set(_WEIGHT_EXTS) if name != INSIGHTFACE else set())
+
+
+def _files(folder_name: str) -> list[str]:
+    try:
+        return folder_paths.get_filename_list(folder_name)
+    except KeyError:
+        return []
+
+
+def parser_choices() -> list[str]:
+    """Face-parser files for the loader's list (face_parsing files, then facedetection/<known names>)."""
+    found = [f for f in _files(FACE_PARSING) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS]
+    found += [f"{FACE_DETECTION}/{f}" for f in _files(FACE_DETECTION) if os.path.basename(f) in PARSER_FILES_IN_FACEDETECTION]
+    return found or [DEFAULT_PARSER]
+
+
+def _missing(what: str, name: str, folder: str) -> FileNotFoundError:
+    where = ", ".join(folder_paths.get_folder_paths(folder)) if folder in folder_paths.folder_names_and_paths else folder
+    return FileNotFoundError(f"FreeCure: {what} '{name}' was not found. Put it in ComfyUI/models/{folder}/ "
+                             f"(searched: {where}); FreeCure never downloads models.")
+
+
+def parser_path(choice: str) -> str:
+    """Full path of a parser_choices() entry; FileNotFoundError naming the folder it belongs in."""
+    if choice.startswith(FACE_DETECTION + "/"):
+        path = folder_paths.get_full_path(FACE_DETECTION, choice[len(FACE_DETECTION) + 1:])
+        folder = FACE_DETECTION
+    else:
+        path = folder_paths.get_full_path(FACE_PARSING, choice)
+        folder = FACE_PARSING
+    if not path:
+        raise _missing("face-parsing model", choice, folder)
+    return path
+
+
+def sam_choices() -> list[str]:
+    """SAM checkpoints in models/sams."""
+    return [f for f in _files(SAMS) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or ["sam_vit_b_01ec64.pth"]
+
+
+def sam_path(choice: str) -> str:
+    path = folder_paths.get_full_path(SAMS, choice)
+    if not path:
+        raise _missing("SAM checkpoint", choice, SAMS)
+    return path
+
+
+def detector_folder(pack: str) -> str | None:
+    """models/insightface/models/<pack> if it exists (pack 'auto' = the first of antelopev2, buffalo_l)."""
+    packs = DETECTOR_PACKS if pack == "auto" else (pack,)
+    roots = folder_paths.get_folder_paths(INSIGHTFACE) if INSIGHTFACE in folder_paths.folder_names_and_paths else []
+    for name in packs:
+        for root in roots:
+            folder = os.path.join(root, "models", name)
+            if os.path.isdir(folder):
+                return folder
+    if pack != "auto":
+        raise FileNotFoundError(f"FreeCure: the insightface model pack '{pack}' was not found. Put its folder at "
+                                f"ComfyUI/models/insightface/models/{pack}/ (searched: {', '.join(roots)}).")
+    return None
