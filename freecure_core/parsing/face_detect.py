@@ -1,0 +1,221 @@
+"""SCRFD face detector (the detector of an insightface model pack) run with onnxruntime.
+
+The model folder is `<models>/insightface/models/<antelopev2|buffalo_l>/`; its detector is
+`scrfd_10g_bnkps.onnx` (antelopev2) or `det_10g.onnx` (buffalo_l). onnxruntime is imported only when a
+detector is loaded, so this module imports without it. No ComfyUI imports.
+
+SCRFD in short: the input is an RGB image letterboxed into the network size (top-left aligned, black
+padding) and normalised as (pixel - 127.5) / 128. For every stride s (8, 16, 32) and every cell (i, j) of
+the s-grid there are A anchors (2 here) whose point is (j*s, i*s); the outputs per stride are scores
+(N, 1), box distances (N, 4) = (left, top, right, bottom) and optionally 5 keypoint offsets (N, 10), all
+in stride units, with N = rows * cols * A ordered row-major over cells and anchor-fastest.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("FreeCure")
+
+DETECTOR_FILES = ("scrfd_10g_bnkps.onnx", "det_10g.onnx")  # antelopev2, buffalo_l
+DETECTOR_PREFIXES = ("det_", "scrfd")
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+INPUT_MEAN, INPUT_STD = 127.5, 128.0
+BASE_STRIDE = 8  # strides are 8, 16, 32 (and 64, 128 for 5-level models)
+
+
+@dataclass(eq=False)  # kps is an array: compare faces by identity
+class Face:
+    """One detection in image pixels: box (x0, y0, x1, y1), score in 0..1, kps (5, 2) as (x, y) or None."""
+    box: tuple[float, float, float, float]
+    score: float
+    kps: np.ndarray | None = None
+
+
+def find_detector_file(folder) -> Path:
+    """The SCRFD .onnx file in an insightface model pack folder (known names first, then det_*/scrfd*)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"FreeCure: face detector folder {folder} does not exist; put the insightface "
+                                f"antelopev2 or buffalo_l pack in models/insightface/models/")
+    for name in DETECTOR_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    others = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".onnx"
+                    and p.name.lower().startswith(DETECTOR_PREFIXES))
+    if others:
+        return others[0]
+    raise FileNotFoundError(f"FreeCure: no face detector in {folder}: expected {' or '.join(DETECTOR_FILES)} "
+                            f"(or an .onnx file named det_* / scrfd*); copy it from the insightface "
+                            f"antelopev2 or buffalo_l pack")
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError("FreeCure: the face detector needs onnxruntime: pip install onnxruntime "
+                          "(or onnxruntime-gpu), or choose face_detector 'none' to parse whole images") from e
+    return onnxruntime
+
+
+def default_providers(available: list[str]) -> list[str]:
+    """CUDA then CPU, keeping only those this onnxruntime build offers (all of `available` if none match)."""
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    return chosen or list(available)
+
+
+class FaceDetector:
+    """An SCRFD onnxruntime session; `detect(image)` returns faces sorted by score."""
+
+    def __init__(self, session, path: Path | None = None):
+        self.session = session
+        self.path = path
+        self.providers: list[str] = list(session.get_providers())  # what really runs, not what was asked
+        inp = session.get_inputs()[0]
+        self.input_name: str = inp.name
+        shape = list(inp.shape)
+        if len(shape) != 4:
+            raise ValueError(f"FreeCure: {path} is not an SCRFD detector: input {inp.name} has shape {shape}, "
+                             f"expected (1, 3, H, W)")
+        h, w = shape[2], shape[3]
+        # (H, W) for fixed-size models; None when the model accepts any size.
+        self.input_size: tuple[int, int] | None = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        if len(self.output_names) not in (6, 9, 10, 15):
+            raise ValueError(f"FreeCure: {path} is not an SCRFD detector ({len(self.output_names)} outputs, "
+                             f"expected 6 or 9); use scrfd_10g_bnkps.onnx or det_10g.onnx")
+
+    @classmethod
+    def load(cls, path, providers: list[str] | None = None) -> "FaceDetector":
+        """Open an SCRFD .onnx file; providers default to CUDA (when this onnxruntime has it) then CPU."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"FreeCure: face detector file {path} not found")
+        ort = _import_onnxruntime()
+        available = list(ort.get_available_providers())
+        wanted = list(providers) if providers else default_providers(available)
+        session = ort.InferenceSession(str(path), providers=wanted)
+        det = cls(session, path)
+        if det.providers and det.providers[0] != wanted[0]:
+            log.warning("FreeCure: face detector %s asked for %s but runs on %s", path.name, wanted[0],
+                        det.providers[0])
+        else:
+            log.info("FreeCure: face detector %s runs on %s", path.name, det.providers[0] if det.providers else "?")
+        return det
+
+    def network_size(self, max_size: int = 640) -> tuple[int, int]:
+        """(H, W) fed to the network: the model's fixed size, else max_size rounded up to a multiple of 32."""
+        if self.input_size is not None:
+            return self.input_size
+        side = max(32, int(math.ceil(max_size / 32)) * 32)
+        return side, side
+
+    def detect(self, image: np.ndarray, threshold: float = 0.5, nms_iou: float = 0.4,
+               max_size: int = 640) -> list[Face]:
+        """Faces in an RGB uint8 image (H, W, 3), best score first. max_size only applies to dynamic models."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"FreeCure: detect expects an RGB numpy array (H, W, 3), got "
+                             f"{getattr(image, 'shape', type(image))}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"FreeCure: detect expects uint8 pixels, got {image.dtype}; convert with "
+                             f"(image * 255).round().astype(np.uint8)")
+        net_hw = self.network_size(max_size)
+        blob, (sy, sx) = letterbox(image, net_hw)
+        outs = self.session.run(self.output_names, {self.input_name: blob})
+        boxes, scores, kps = decode_outputs(outs, net_hw, threshold)
+        if len(scores) == 0:
+            return []
+        boxes /= np.array([sx, sy, sx, sy], dtype=np.float32)
+        if kps is not None:
+            kps /= np.array([sx, sy], dtype=np.float32)
+        keep = nms(boxes, scores, nms_iou)
+        return [Face(box=tuple(float(v) for v in boxes[i]), score=float(scores[i]),
+                     kps=None if kps is None else kps[i].copy()) for i in keep]
+
+
+def letterbox(image: np.ndarray, net_hw: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """uint8 RGB (H, W, 3) -> normalised blob (1, 3, h, w) float32 and the (y, x) scales applied.
+
+    The image keeps its aspect ratio, is resized (bilinear, antialiased) into the top-left corner and
+    padded right/bottom with black; a network coordinate divided by the scale is an image coordinate.
+    """
+    h, w = image.shape[:2]
+    net_h, net_w = net_hw
+    scale = min(net_h / h, net_w / w)
+    new_h, new_w = max(1, min(net_h, round(h * scale))), max(1, min(net_w, round(w * scale)))
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    x = F.pad(x, (0, net_w - new_w, 0, net_h - new_h), value=0.0)  # black, as insightface pads
+    blob = ((x - INPUT_MEAN) / INPUT_STD).numpy().astype(np.float32)
+    return blob, (new_h / h, new_w / w)
+
+
+def anchor_points(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
+    """(rows*cols*anchors, 2) points (x, y) = (j*stride, i*stride), row-major over cells, anchor-fastest."""
+    ys, xs = np.mgrid[:rows, :cols]
+    pts = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
+    return np.repeat(pts, anchors, axis=0)
+
+
+def _group_outputs(outs: list[np.ndarray]) -> tuple[list, list, list]:
+    """Split raw outputs into per-stride (scores, boxes, kps) lists, finest stride first, by their shapes."""
+    groups: dict[int, list[np.ndarray]] = {1: [], 4: [], 10: []}
+    for o in outs:
+        o = np.asarray(o, dtype=np.float32)
+        if o.ndim == 3 and o.shape[0] == 1:  # some exports keep the batch dimension
+            o = o[0]
+        if o.ndim != 2 or o.shape[1] not in groups:
+            raise ValueError(f"FreeCure: unexpected SCRFD output shape {o.shape}; expected (N, 1), (N, 4) or "
+                             f"(N, 10) - is this an SCRFD detector (scrfd_10g_bnkps.onnx / det_10g.onnx)?")
+        groups[o.shape[1]].append(o)
+    scores, boxes, kps = (sorted(groups[k], key=lambda a: -a.shape[0]) for k in (1, 4, 10))
+    if not scores or len(boxes) != len(scores) or (kps and len(kps) != len(scores)):
+        raise ValueError(f"FreeCure: SCRFD outputs do not pair up ({len(scores)} score, {len(boxes)} box, "
+                         f"{len(kps)} keypoint maps)")
+    return scores, boxes, kps
+
+
+def decode_outputs(outs: list[np.ndarray], net_hw: tuple[int, int], threshold: float):
+    """Raw outputs -> boxes (M, 4), scores (M,), kps (M, 5, 2) or None in network pixels, score >= threshold."""
+    scores, boxes, kps = _group_outputs(outs)
+    net_h, net_w = net_hw
+    all_boxes, all_scores, all_kps = [], [], []
+    for level, (sc, bx) in enumerate(zip(scores, boxes)):
+        stride = BASE_STRIDE * 2 ** level
+        n = sc.shape[0]
+        if bx.shape[0] != n or (kps and kps[level].shape[0] != n):
+            raise ValueError(f"FreeCure: SCRFD stride {stride} outputs disagree in length")
+        rows, cols = net_h // stride, net_w // stride
+        if n % (rows * cols):
+            rows, cols = -(-net_h // stride), -(-net_w // stride)
+        if n % (rows * cols):
+            raise ValueError(f"FreeCure: SCRFD stride {stride} output has {n} rows, not a multiple of the "
+                             f"{rows}x{cols} grid for input {net_h}x{net_w}")
+        keep = np.nonzero(sc[:, 0] >= threshold)[0]
+        if keep.size == 0:
+            continue
+        pts = anchor_points(rows, cols, stride, n // (rows * cols))[keep]
+        d = bx[keep] * stride
+        all_boxes.append(np.concatenate([pts - d[:, :2], pts + d[:, 2:]], axis=1))
+        all_scores.append(sc[keep, 0])
+        if kps:
+            all_kps.append(pts[:, None, :] + kps[level][keep].reshape(-1, 5, 2) * stride)
+    if not all_scores:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), None
+    out_kps = np.concatenate(all_kps).astype(np.float32) if kps else None
+    return np.concatenate(all_boxes).astype(np.float32), np.concatenate(all_scores).astype(np.float32), out_kps
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Indices kept by non-maximum suppression (torchvision), highest score first."""
+    from torchvision.ops import nms as tv_nms
+    keep = tv_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(), float(iou))
+    return keep.tolist()
