@@ -1,7 +1,8 @@
 """FreeCure node declarations. `SPECS` lists every node; `spec.to_v3` / `spec.to_v1` build the classes."""
+from .parsing import SPECS as PARSING_SPECS
 from .sampling import SPECS as SAMPLING_SPECS
 
-SPECS = list(SAMPLING_SPECS)
+SPECS = list(SAMPLING_SPECS) + list(PARSING_SPECS)
 
 
 def v3_nodes(io) -> list[type]:

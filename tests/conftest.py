@@ -198,7 +198,9 @@ def comfy_server(tmp_path_factory):
         "freecure_e2e:\n"
         f"    base_path: {json.dumps(str(tmp))}\n"
         "    custom_nodes: custom_nodes\n"
-        "    checkpoints: models/checkpoints\n")
+        "    checkpoints: models/checkpoints\n"
+        "    face_parsing: models/face_parsing\n"
+        "    insightface: models/insightface\n")
 
     port = _free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
@@ -220,6 +222,10 @@ def comfy_server(tmp_path_factory):
                               env=env, capture_output=True, text=True, timeout=300)
         if make.returncode != 0:
             pytest.fail(f"make_ckpt.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
+        make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / "make_parsing_models.py"), str(tmp)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        if make.returncode != 0:
+            pytest.fail(f"make_parsing_models.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
         deadline = t0 + SERVER_START_TIMEOUT_S
         ready = False
         while time.monotonic() < deadline:
