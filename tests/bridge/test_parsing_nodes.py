@@ -112,3 +112,22 @@ def test_manual_attributes_grow_feather_and_empty_warning(nodes, models_root):
     with pytest.raises(ValueError, match="unknown attribute"):
         nodes["FreeCureAttributeMask"].execute(face_parse=parse, prompt="", attributes="hair, wings", grow=0,
                                                feather=0.0)
+
+
+def test_sam_refine_node(nodes, models_root):
+    image = load_image(models_root)
+    sam = nodes["FreeCureSAMRefine"]
+    assert sam.GET_NODE_INFO_V1()["input"]["required"]["sam_model"][1]["options"] == ["tiny_sam_vit_b_keys.pth"]
+    region = torch.zeros(1, 640, 640)
+    region[:, 80:200, 150:300] = 1
+    common = dict(image=image, sam_model="tiny_sam_vit_b_keys.pth", device="cpu")
+    refined = sam.execute(combine="intersect", region=region, **common).result[0]
+    assert refined.shape == (1, 640, 640) and bool(((refined == 0) | (refined == 1)).all())
+    assert float(refined[region == 0].sum()) == 0  # intersect stays inside the region
+    boxed = sam.execute(combine="replace", box="150,80,300,200", **common).result[0]
+    pointed = sam.execute(combine="replace", points="200,120,1; 20,20,0", **common).result[0]
+    assert boxed.shape == pointed.shape == (1, 640, 640)
+    with pytest.raises(ValueError, match="something to segment"):
+        sam.execute(combine="replace", **common)
+    with pytest.raises(ValueError, match="x0,y0,x1,y1"):
+        sam.execute(combine="replace", box="1,2,3", **common)
