@@ -16,3 +16,4 @@ demo: venv
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_engine.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_parsing.py
