@@ -9,8 +9,6 @@ plumbing, the invariants and the costs, not image quality.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
 import json
 import pathlib
 import sys
@@ -30,21 +28,11 @@ from PIL import Image  # noqa: E402
 import comfy.sd  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
 from support import tiny_models  # noqa: E402
+from support.pack_loader import pack_nodes  # noqa: E402
 
 PD_PROMPT = "a photo of a woman with blonde curly hair, wearing sunglasses"
 FD_PROMPT = "a photo of a woman with blonde curly hair, wearing sunglasses"
 NEGATIVE = "blurry, low quality"
-
-
-def load_pack():
-    """The FreeCure node classes, loaded the way ComfyUI loads a custom node pack (V3 entry point)."""
-    spec = importlib.util.spec_from_file_location("freecure_pack", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["freecure_pack"] = pack
-    spec.loader.exec_module(pack)
-    extension = asyncio.run(pack.comfy_entrypoint())
-    return {n.GET_SCHEMA().node_id: n for n in asyncio.run(extension.get_node_list())}
 
 
 def save_image(images: torch.Tensor, path: pathlib.Path) -> str:
@@ -73,7 +61,7 @@ def main():
     encode = lambda text: comfy_nodes.CLIPTextEncode().encode(clip, text)[0]
     pos, fd_pos, neg = encode(PD_PROMPT + ", identity"), encode(FD_PROMPT), encode(NEGATIVE)
     latent = comfy_nodes.EmptyLatentImage().generate(args.width, args.height, 1)[0]
-    node = load_pack()
+    node = pack_nodes("freecure_pack")
     common = dict(seed=args.seed, steps=args.steps, cfg=6.0, sampler_name="euler", scheduler="normal",
                   latent_image=latent, denoise=1.0)
     timings, report = {}, {"prompt_pd": PD_PROMPT + ", identity", "prompt_fd": FD_PROMPT, "size": [args.width, args.height],

@@ -1,6 +1,4 @@
 """Stage-2 nodes in-process: loader (real files in ComfyUI folders), face-crop parsing, attribute masks."""
-import asyncio
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -11,6 +9,7 @@ import torch
 from PIL import Image
 
 import folder_paths
+from support.pack_loader import pack_nodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -31,13 +30,7 @@ def nodes(models_root):
     for name in ("face_parsing", "facedetection", "sams", "insightface"):
         folder_paths.folder_names_and_paths.pop(name, None)
     folder_paths.filename_list_cache.clear()
-    spec = importlib.util.spec_from_file_location("freecure_pack_stage2", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["freecure_pack_stage2"] = pack
-    spec.loader.exec_module(pack)
-    ext = asyncio.run(pack.comfy_entrypoint())
-    yield {n.GET_SCHEMA().node_id: n for n in asyncio.run(ext.get_node_list())}
+    yield pack_nodes("freecure_pack_stage2")
     folder_paths.models_dir = old_models
     folder_paths.folder_names_and_paths.clear()
     folder_paths.folder_names_and_paths.update(saved)
