@@ -175,7 +175,7 @@ def test_api_copy_equals_converted_ui_workflow(object_info, name):
 def test_template_browser_lists_the_workflows(comfy_server):
     import requests
     templates = requests.get(comfy_server.url + "/workflow_templates", timeout=30).json()
-    assert sorted(templates.get("comfyui-freecure", [])) == sorted(wu.WORKFLOW_NAMES), templates
+    assert sorted(templates.get("comfyui-freecure", [])) == sorted(wu.ALL_WORKFLOW_NAMES), templates
     r = requests.get(f"{comfy_server.url}/api/workflow_templates/comfyui-freecure/freecure_replay.json", timeout=30)
     assert r.status_code == 200 and r.json() == wu.load_ui("freecure_replay")
 

@@ -18,7 +18,8 @@ import pathlib
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_DIR = WORKFLOWS_DIR / "api"
-WORKFLOW_NAMES = ("freecure_replay", "freecure_lockstep", "freecure_custom_sampler")
+WORKFLOW_NAMES = ("freecure_replay", "freecure_lockstep", "freecure_custom_sampler")  # drawn-mask workflows
+ALL_WORKFLOW_NAMES = WORKFLOW_NAMES + ("freecure_face_parsing",)  # every file in workflows/
 
 # Frontend-only nodes: no backend class, nothing to execute.
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote"})
