@@ -42,7 +42,7 @@ import comfy.model_patcher  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
-from freecure_core.attention import fasa_attention, plain_attention  # noqa: E402
+from freecure_core.attention import fasa_attention  # noqa: E402
 from freecure_core.comfy_bridge.probe import probe_sites  # noqa: E402
 from freecure_core.comfy_bridge.sampling import sample_foundation, sample_freecure  # noqa: E402
 from freecure_core.config import FASAConfig  # noqa: E402

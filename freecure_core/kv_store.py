@@ -138,8 +138,8 @@ class KVStore:
                                  f"layers setting on FreeCureFoundationSampler as on FreeCureFASAConfig.")
         lacking = [r for r in rows_needed if r not in info.rows]
         if lacking:
-            raise ReplayMismatch(f"FreeCure: uncond_blend > 0 needs the unconditional K/V, which was not recorded; "
-                                 f"set record to 'cond+uncond' on FreeCureFoundationSampler or use uncond_blend 0.")
+            raise ReplayMismatch("FreeCure: uncond_blend > 0 needs the unconditional K/V, which was not recorded; "
+                                 "set record to 'cond+uncond' on FreeCureFoundationSampler or use uncond_blend 0.")
         if info.kind == "x" and weights_id != info.weights_id:
             raise ReplayMismatch("FreeCure: the record holds attention inputs, which can only be replayed on a "
                                  "model with the same weights as the foundation model (a LoRA or weight patch "

@@ -4,7 +4,6 @@ import importlib.util
 import pathlib
 import sys
 
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
