@@ -1,8 +1,9 @@
 """FreeCure node declarations. `SPECS` lists every node; `spec.to_v3` / `spec.to_v1` build the classes."""
+from .identity import SPECS as IDENTITY_SPECS
 from .parsing import SPECS as PARSING_SPECS
 from .sampling import SPECS as SAMPLING_SPECS
 
-SPECS = list(SAMPLING_SPECS) + list(PARSING_SPECS)
+SPECS = list(SAMPLING_SPECS) + list(PARSING_SPECS) + list(IDENTITY_SPECS)
 
 
 def v3_nodes(io) -> list[type]:

@@ -1,0 +1,1 @@
+"""Identity branches: how each personalization model's foundation branch (FD) is built."""
