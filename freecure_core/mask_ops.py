@@ -13,18 +13,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-
-def _as_bhw(mask: torch.Tensor, what: str = "mask") -> torch.Tensor:
-    """A (B, H, W) float view of a mask given as (H, W), (B, H, W) or (B, 1, H, W)."""
-    if not torch.is_tensor(mask):
-        raise TypeError(f"FreeCure: the {what} must be a torch tensor, got {type(mask).__name__}")
-    if mask.dim() == 2:
-        mask = mask.unsqueeze(0)
-    elif mask.dim() == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if mask.dim() != 3:
-        raise ValueError(f"FreeCure: the {what} must be (batch, height, width), got shape {tuple(mask.shape)}")
-    return mask.float()
+from .masks import normalize_mask
 
 
 def labels_to_mask(labels: torch.Tensor, ids: Iterable[int]) -> torch.Tensor:
@@ -53,7 +42,7 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     if isinstance(pixels, bool) or int(pixels) != pixels:
         raise ValueError(f"FreeCure: grow must be a whole number of pixels, got {pixels!r}")
     pixels = int(pixels)
-    m = _as_bhw(mask)
+    m = normalize_mask(mask)
     if pixels == 0:
         return m
     r = abs(pixels)
@@ -85,7 +74,7 @@ def feather_mask(mask: torch.Tensor, pixels: float) -> torch.Tensor:
     pixels = float(pixels)
     if not math.isfinite(pixels) or pixels < 0:
         raise ValueError(f"FreeCure: feather must be a number of pixels >= 0, got {pixels!r}")
-    m = _as_bhw(mask)
+    m = normalize_mask(mask)
     if pixels == 0:
         return m
     k = _gaussian_kernel(pixels / 2.0, m.device, m.dtype)
@@ -126,7 +115,7 @@ def overlay_mask(images: torch.Tensor, mask: torch.Tensor, color: Sequence[float
     """
     if images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"FreeCure: expected an IMAGE batch (B, H, W, 3), got shape {tuple(images.shape)}")
-    m = _as_bhw(mask).to(images.device)
+    m = normalize_mask(mask).to(images.device)
     h, w = images.shape[1:3]
     if tuple(m.shape[-2:]) != (h, w):
         m = F.interpolate(m.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
