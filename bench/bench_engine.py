@@ -20,7 +20,6 @@ import os
 import pathlib
 import platform
 import shlex
-import statistics
 import sys
 import time
 
@@ -42,6 +41,7 @@ import comfy.model_patcher  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
+from timing import median_time, timed  # noqa: E402  (bench/timing.py)
 from freecure_core.attention import fasa_attention  # noqa: E402
 from freecure_core.comfy_bridge.probe import probe_sites  # noqa: E402
 from freecure_core.comfy_bridge.sampling import sample_foundation, sample_freecure  # noqa: E402
@@ -114,20 +114,6 @@ def box_mask(h: int, w: int) -> torch.Tensor:
     return m
 
 
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def fmt_bytes(n: float) -> str:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -24,16 +22,9 @@ from freecure_core.parsing.bisenet import FaceParser, random_bisenet  # noqa: E4
 from freecure_core.parsing.face_crop import parse_with_faces  # noqa: E402
 from freecure_core.parsing.face_detect import Face, FaceDetector  # noqa: E402
 from freecure_core.parsing.schema import CELEBAMASK_HQ_19  # noqa: E402
+from timing import median_time  # noqa: E402  (bench/timing.py)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
