@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from ..freecure_core import mask_ops
 from ..freecure_core.attributes import ALL_ATTRIBUTES
 from ..freecure_core.comfy_bridge import face_parsing as bridge
 from ..freecure_core.comfy_bridge import model_paths
@@ -71,9 +70,7 @@ def _attribute_mask(face_parse, prompt, attributes, grow, feather, image=None):
         text += (" - WARNING: the mask is empty" + ("" if chosen else " (no attribute chosen)") +
                  "; FreeCure will sample without FASA")
         log.warning("FreeCure: %s", text)
-    preview = pipeline.preview(face_parse, image, mask) if image is not None else mask_ops.overlay_mask(
-        pipeline.preview(face_parse), mask)
-    return WithUI((mask, preview, text), {"text": [text]})
+    return WithUI((mask, pipeline.preview(face_parse, image, mask), text), {"text": [text]})
 
 
 ATTRIBUTE_MASK = NodeSpec(

@@ -85,10 +85,12 @@ def attribute_mask(parse: FaceParse, attributes: list[str], grow: int = 0, feath
 
 
 def preview(parse: FaceParse, images: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """IMAGE (B, H, W, 3): the mask over the images when given, else the colour-coded label map."""
-    if mask is not None and images is not None:
-        return mask_ops.overlay_mask(images, mask)
-    return mask_ops.colorize_labels(parse.labels, torch.from_numpy(np.asarray(palette(parse.schema))))
+    """IMAGE (B, H, W, 3): the mask over the images (or over the colour-coded label map when no images are
+    given); without a mask, the colour-coded label map."""
+    labels = mask_ops.colorize_labels(parse.labels, torch.from_numpy(np.asarray(palette(parse.schema))))
+    if mask is None:
+        return labels
+    return mask_ops.overlay_mask(images if images is not None else labels, mask)
 
 
 SAM_COMBINE = ("replace", "union", "intersect")
