@@ -82,14 +82,11 @@ def identify(state: dict[str, torch.Tensor]) -> FileReport:
         report.kind = "sam"
         report.details["encoder"] = infer_config(state).name
     elif _has(state, "image_proj.", "ip_adapter."):
+        from .identity.instantid_weights import check_adapter_keys, split_instantid_state_dict
+        layers, width = check_adapter_keys(*split_instantid_state_dict(state))
         report.kind = "instantid-adapter"
-        k_ip = sorted((k for k in state if k.startswith("ip_adapter.") and k.endswith("to_k_ip.weight")),
-                      key=lambda k: int(k.split(".")[1]))
-        if not k_ip:
-            raise ValueError("FreeCure: image_proj/ip_adapter keys found but no ip_adapter.N.to_k_ip.weight: "
-                             "not an InstantID / IP-Adapter file")
-        report.details["cross_attention_dim"] = int(state[k_ip[0]].shape[1])
-        report.details["attention_layers"] = len(k_ip)
+        report.details["cross_attention_dim"] = width
+        report.details["attention_layers"] = layers
         latents = state.get("image_proj.latents")
         if latents is not None:
             report.details["image_tokens"] = int(latents.shape[-2])

@@ -200,7 +200,9 @@ def comfy_server(tmp_path_factory):
         "    custom_nodes: custom_nodes\n"
         "    checkpoints: models/checkpoints\n"
         "    face_parsing: models/face_parsing\n"
-        "    insightface: models/insightface\n")
+        "    insightface: models/insightface\n"
+        "    controlnet: models/controlnet\n"
+        "    instantid: models/instantid\n")
 
     port = _free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
@@ -226,6 +228,10 @@ def comfy_server(tmp_path_factory):
                               env=env, capture_output=True, text=True, timeout=300)
         if make.returncode != 0:
             pytest.fail(f"make_parsing_models.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
+        make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / "make_identity_models.py"), str(tmp)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        if make.returncode != 0:
+            pytest.fail(f"make_identity_models.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
         deadline = t0 + SERVER_START_TIMEOUT_S
         ready = False
         while time.monotonic() < deadline:

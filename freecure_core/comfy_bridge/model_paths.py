@@ -2,7 +2,8 @@
 
 Folders: `models/face_parsing` (BiSeNet `79999_iter.pth` or its `.safetensors`), also `models/facedetection`
 for `parsing_bisenet.pth` / `79999_iter.pth` as face-restoration packs place them, `models/sams` (SAM
-checkpoints) and `models/insightface/models/<antelopev2|buffalo_l>/` (the face detector). Entries a user
+checkpoints), `models/instantid` (InstantID / CrossFaceID adapters) and
+`models/insightface/models/<antelopev2|buffalo_l>/` (face detector and recognizer). Entries a user
 made in extra_model_paths.yaml are kept; the default folder is only added to them.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import folder_paths
 FACE_PARSING = "face_parsing"
 FACE_DETECTION = "facedetection"
 SAMS = "sams"
+INSTANTID = "instantid"
 INSIGHTFACE = "insightface"
 DETECTOR_PACKS = ("antelopev2", "buffalo_l")
 PARSER_FILES_IN_FACEDETECTION = ("parsing_bisenet.pth", "79999_iter.pth", "parsing_bisenet.safetensors")
@@ -23,7 +25,7 @@ _WEIGHT_EXTS = {".pth", ".pt", ".safetensors", ".bin"}
 
 def register_model_folders() -> None:
     """Make the folders above known to folder_paths, keeping any user configuration."""
-    for name in (FACE_PARSING, FACE_DETECTION, SAMS, INSIGHTFACE):
+    for name in (FACE_PARSING, FACE_DETECTION, SAMS, INSTANTID, INSIGHTFACE):
         default = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, exts = folder_paths.folder_names_and_paths[name]
@@ -77,6 +79,19 @@ def sam_path(choice: str) -> str:
     path = folder_paths.get_full_path(SAMS, choice)
     if not path:
         raise _missing("SAM checkpoint", choice, SAMS)
+    return path
+
+
+def instantid_choices() -> list[str]:
+    """InstantID / CrossFaceID adapter files in models/instantid."""
+    return [f for f in _files(INSTANTID) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or ["ip-adapter.bin"]
+
+
+def instantid_path(choice: str) -> str:
+    """Full path of an instantid_choices() entry; FileNotFoundError naming models/instantid otherwise."""
+    path = folder_paths.get_full_path(INSTANTID, choice)
+    if not path:
+        raise _missing("InstantID adapter", choice, INSTANTID)
     return path
 
 

@@ -89,8 +89,8 @@ def _probe(inner_model, device) -> list[Site]:
     return sites
 
 
-def attn1_module(unet, site: Site):
-    """The attn1 CrossAttention module of a site (to recompute keys/values from recorded inputs)."""
+def transformer_block(unet, site: Site):
+    """The BasicTransformerBlock of a site (it holds the site's attn1 and attn2)."""
     if site.block == "input":
         container = unet.input_blocks[site.block_id]
     elif site.block == "output":
@@ -100,5 +100,15 @@ def attn1_module(unet, site: Site):
     for module in container.modules():
         blocks = getattr(module, "transformer_blocks", None)
         if blocks is not None:
-            return blocks[site.index].attn1
+            return blocks[site.index]
     raise LookupError(f"FreeCure: no transformer block found for {site.label()}")
+
+
+def attn1_module(unet, site: Site):
+    """The attn1 CrossAttention module of a site (to recompute keys/values from recorded inputs)."""
+    return transformer_block(unet, site).attn1
+
+
+def attn2_module(unet, site: Site):
+    """The attn2 (cross-attention) module of a site, or None when the block has none."""
+    return getattr(transformer_block(unet, site), "attn2", None)

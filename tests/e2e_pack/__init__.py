@@ -3,7 +3,8 @@
 Loaded by the e2e server fixture (tests/conftest.py) as ``custom_nodes/zz_freecure_e2e``.
 At import it registers the tiny SD1.5 model config at the front of
 ``comfy.supported_models.models`` so the *stock* CheckpointLoaderSimple can load
-``tiny_sd15.safetensors`` (written by tests/e2e/make_ckpt.py).
+``tiny_sd15.safetensors`` (written by tests/e2e/make_ckpt.py), and the tiny SDXL config for
+``tiny_sdxl.safetensors`` and its ControlNet (tests/e2e/make_identity_models.py).
 
 It also defines one harmless node, ``FreeCureE2EMarker``: the fixture waits for it
 in /object_info, which proves this pack imported and registered without error.
@@ -30,6 +31,7 @@ def _load_support():
 
 tiny_models = _load_support()
 tiny_models.register_tiny_sd15()
+tiny_models.register_tiny_sdxl()
 
 
 class FreeCureE2EMarker:

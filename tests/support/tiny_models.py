@@ -146,6 +146,14 @@ def _classes():
         unet_extra_config = {"num_heads": -1, "num_head_channels": 32}
         supported_inference_dtypes = [torch.float32]
 
+        def clip_target(self, state_dict={}):
+            # one tiny CLIP-L stands in for SDXL's two text encoders: context 64, pooled 64
+            return smb.ClipTarget(sd1_clip.SD1Tokenizer, TinyClipModel)
+
+        def process_clip_state_dict(self, state_dict):
+            return comfy.utils.state_dict_prefix_replace(
+                state_dict, {"conditioner.embedders.0.transformer.": "clip_l.transformer."}, filter_keys=True)
+
     TinyClipL.__qualname__ = TinyClipL.__name__
     TinySD15.__qualname__ = TinySD15.__name__
     TinySDXL.__qualname__ = TinySDXL.__name__
@@ -165,17 +173,24 @@ def tiny_clip_model_class():
     return _classes()["TinyClipModel"]
 
 
+def _register(cls) -> None:
+    models = _comfy().supported_models.models
+    if not any(getattr(m, "__name__", "") == cls.__name__ for m in models):
+        models.insert(0, cls)
+
+
+def register_tiny_sdxl() -> None:
+    """Insert TinySDXL at the front of ``comfy.supported_models.models`` (idempotent; only tiny layouts match)."""
+    _register(tiny_sdxl_config_class())
+
+
 def register_tiny_sd15() -> None:
     """Insert TinySD15 at the front of ``comfy.supported_models.models`` (idempotent).
 
     Only the tiny UNet layout (model_channels 32, context_dim 64) matches it, so
     real checkpoints are unaffected.  For the test-only e2e pack / in-process tests.
     """
-    comfy = _comfy()
-    cls = tiny_sd15_config_class()
-    models = comfy.supported_models.models
-    if not any(getattr(m, "__name__", "") == cls.__name__ for m in models):
-        models.insert(0, cls)
+    _register(tiny_sd15_config_class())
 
 
 # ----------------------------------------------------------------------------- builders
@@ -271,13 +286,65 @@ def tiny_sd15_checkpoint_state_dict(seed: int = 0) -> dict:
     return {k: v.detach().contiguous().clone() for k, v in sd.items()}
 
 
-def write_tiny_sd15_checkpoint(path, seed: int = 0) -> str:
+def _save(path, sd: dict, what: str) -> str:
     import safetensors.torch
 
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    sd = tiny_sd15_checkpoint_state_dict(seed)
     tmp = path + ".tmp"
-    safetensors.torch.save_file(sd, tmp, metadata={"format": "pt", "freecure_test": "tiny_sd15"})
+    safetensors.torch.save_file(sd, tmp, metadata={"format": "pt", "freecure_test": what})
     os.replace(tmp, path)
     return path
+
+
+def write_tiny_sd15_checkpoint(path, seed: int = 0) -> str:
+    return _save(path, tiny_sd15_checkpoint_state_dict(seed), "tiny_sd15")
+
+
+def tiny_sdxl_checkpoint_state_dict(seed: int = 0) -> dict:
+    """Single-file SDXL layout: tiny UNet, tiny CLIP as ``conditioner.embedders.0``, random TAESD.
+
+    Loading it needs TinySDXL registered (its CLIP target is the tiny CLIP-L).
+    """
+    comfy = _comfy()
+    import comfy.taesd.taesd
+
+    patcher = build_tiny_sdxl(seed)
+    sd = {"model.diffusion_model." + k: v.float() for k, v in patcher.model.diffusion_model.state_dict().items()}
+    clip = tiny_clip_model_class()(device="cpu", dtype=torch.float32)
+    init_weights_(clip, seed=seed + 1)
+    for k, v in clip.state_dict().items():
+        if k.endswith("logit_scale") or k.endswith("position_ids"):
+            continue
+        sd["conditioner.embedders.0." + k[len("clip_l."):]] = v.half()
+    vae = comfy.taesd.taesd.TAESD(latent_channels=4)
+    init_weights_(vae, seed=seed + 2)
+    for k, v in vae.state_dict().items():
+        sd["first_stage_model." + k] = v.half()
+    return {k: v.detach().contiguous().clone() for k, v in sd.items()}
+
+
+def write_tiny_sdxl_checkpoint(path, seed: int = 0) -> str:
+    return _save(path, tiny_sdxl_checkpoint_state_dict(seed), "tiny_sdxl")
+
+
+def tiny_sdxl_controlnet_state_dict(seed: int = 0) -> dict:
+    """A ControlNet for the tiny SDXL in ComfyUI's original layout (zero_convs, input_hint_block), 3-channel hint.
+
+    Random (not zero) output convolutions, so the control visibly changes the UNet's output.
+    """
+    comfy = _comfy()
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    cfg = dict(TINY_SDXL_UNET)
+    cfg.pop("out_channels")
+    cfg.update(hint_channels=3, num_heads=-1, num_head_channels=32, operations=comfy.ops.disable_weight_init,
+               dtype=torch.float32, device="cpu")
+    net = comfy.cldm.cldm.ControlNet(**cfg)
+    init_weights_(net, seed=seed, gain=0.5)
+    return {k: v.detach().float().contiguous().clone() for k, v in net.state_dict().items()}
+
+
+def write_tiny_sdxl_controlnet(path, seed: int = 0) -> str:
+    return _save(path, tiny_sdxl_controlnet_state_dict(seed), "tiny_sdxl_controlnet")
