@@ -82,8 +82,10 @@ def identify(state: dict[str, torch.Tensor]) -> FileReport:
         report.kind = "sam"
         report.details["encoder"] = infer_config(state).name
     elif _has(state, "image_proj.", "ip_adapter."):
-        from .identity.instantid_weights import check_adapter_keys, split_instantid_state_dict
-        layers, width = check_adapter_keys(*split_instantid_state_dict(state))
+        from .identity.instantid_weights import check_adapter_keys, split_instantid_state_dict, validate_instantid_state_dict
+        image_proj, ip_adapter = split_instantid_state_dict(state)
+        validate_instantid_state_dict(image_proj, ip_adapter)
+        layers, width = check_adapter_keys(image_proj, ip_adapter)
         report.kind = "instantid-adapter"
         report.details["cross_attention_dim"] = width
         report.details["attention_layers"] = layers

@@ -13,19 +13,10 @@ from freecure_core.parsing.bisenet import random_bisenet, save_bisenet
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def instantid_adapter(layers=4, ctx=2048, width=64):
-    """An ip-adapter.bin-shaped nested dict: Resampler image_proj + ip_adapter to_k_ip/to_v_ip per attn2 layer."""
-    g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g)
-    image_proj = {"latents": r(1, 16, width), "proj_in.weight": r(width, 512), "proj_in.bias": r(width),
-                  "proj_out.weight": r(ctx, width), "proj_out.bias": r(ctx), "norm_out.weight": r(ctx),
-                  "norm_out.bias": r(ctx), "layers.0.0.to_q.weight": r(width, width),
-                  "layers.0.0.to_kv.weight": r(2 * width, width), "layers.0.0.to_out.weight": r(width, width)}
-    ip = {}
-    for i in range(layers):
-        ip[f"{2 * i + 1}.to_k_ip.weight"] = r(640, ctx)
-        ip[f"{2 * i + 1}.to_v_ip.weight"] = r(640, ctx)
-    return {"image_proj": image_proj, "ip_adapter": ip}
+def instantid_adapter(layers=4, ctx=2048):
+    """An ip-adapter.bin-shaped nested dict (tiny Resampler, real key layout) with `layers` attn2 pairs."""
+    from support.tiny_instantid import random_instantid_state
+    return random_instantid_state(output_dim=ctx, layers=layers, hidden=[640] * layers, num_queries=16, seed=0)
 
 
 def test_instantid_bin_to_fp16_safetensors(tmp_path):
