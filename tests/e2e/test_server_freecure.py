@@ -157,7 +157,7 @@ def runs(comfy_server):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", wu.ALL_WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", wu.SERVER_WORKFLOW_NAMES)
 def test_api_copy_equals_converted_ui_workflow(object_info, name):
     ui = wu.load_ui(name)
     missing = {t for t in wu.node_types(ui) - wu.FRONTEND_ONLY if t not in object_info}

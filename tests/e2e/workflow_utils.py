@@ -19,7 +19,12 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_DIR = WORKFLOWS_DIR / "api"
 WORKFLOW_NAMES = ("freecure_replay", "freecure_lockstep", "freecure_custom_sampler")  # drawn-mask workflows
-ALL_WORKFLOW_NAMES = WORKFLOW_NAMES + ("freecure_face_parsing",)  # every file in workflows/
+IDENTITY_WORKFLOW_NAMES = ("freecure_instantid", "freecure_crossfaceid", "freecure_photomaker")  # built-in pairs
+PEER_WORKFLOW_NAMES = ("freecure_peer_instantid", "freecure_peer_pulid", "freecure_peer_faceid")  # need peer packs
+# every file in workflows/ (the template browser lists them all); the peer ones convert only with
+# tests/e2e/peer_nodes.py merged into /object_info
+ALL_WORKFLOW_NAMES = WORKFLOW_NAMES + ("freecure_face_parsing",) + IDENTITY_WORKFLOW_NAMES + PEER_WORKFLOW_NAMES
+SERVER_WORKFLOW_NAMES = tuple(n for n in ALL_WORKFLOW_NAMES if n not in PEER_WORKFLOW_NAMES)  # no peer packs needed
 
 # Frontend-only nodes: no backend class, nothing to execute.
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote"})
@@ -64,6 +69,12 @@ def _has_control_widget(name: str, spec: list) -> bool:
     return spec[0] == "INT" and name in ("seed", "noise_seed")
 
 
+def _has_upload_widget(spec: list) -> bool:
+    """True where the frontend adds an upload button after this combo (Load Image); its value ('image') is saved."""
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return bool(opts.get("image_upload"))
+
+
 def node_types(workflow: dict) -> set[str]:
     return {n["type"] for n in workflow["nodes"]}
 
@@ -98,7 +109,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             if pos >= len(values):
                 raise ValueError(f"node {node['id']} ({ntype}): widgets_values has no value for {name!r}: {values}")
             inputs[name] = values[pos]
-            pos += 2 if _has_control_widget(name, spec) else 1
+            pos += 1 + int(_has_control_widget(name, spec)) + int(_has_upload_widget(spec))
         if pos != len(values):
             raise ValueError(f"node {node['id']} ({ntype}): {len(values) - pos} widget value(s) left over: {values}")
 

@@ -1,0 +1,614 @@
+"""Lays out FreeCure's identity example workflows (UI format, what the ComfyUI frontend saves) from short
+descriptions, and writes them to ``workflows/``.
+
+    python scripts/workflow_builder.py            # rewrite every workflow described below
+    python scripts/workflow_builder.py NAME ...   # only these (e.g. freecure_instantid)
+    python scripts/workflow_builder.py --check    # exit 1 if a file in workflows/ differs from its description
+
+Pure Python (no ComfyUI import). A description is a function that adds nodes to a ``Graph`` and connects their
+sockets by name; the graph assigns node and link ids, the execution ``order``, positions (a simple column
+layout: nodes stack down their column, columns are as wide as their widest node, bands of rows stack down the
+canvas) and writes LiteGraph "version 0.4" JSON as the existing workflows have it:
+
+* ``links``: ``[link_id, from_node, from_slot, to_node, to_slot, type]``; each input holds its link id, each
+  output the list of its link ids (``null`` when unconnected);
+* ``inputs`` lists a node's sockets (inputs that are not widgets), optional ones with ``"shape": 7``;
+* ``widgets_values``: the widget inputs' values in definition order, with the frontend's
+  "control_after_generate" value right after a seed (``42, "fixed"``) and the upload button's value after
+  Load Image's file (``"face.png", "image"``).
+
+Socket signatures come from ``SOCKETS`` below (written from the nodes' declarations: nodes/*.py for FreeCure,
+ComfyUI's nodes, tests/e2e/peer_nodes.py for the peer packs). tests/e2e/test_workflows_identity.py checks every
+workflow against the server's /object_info; regenerate the API copies in workflows/api/ after a change with
+``FREECURE_WRITE_API_WORKFLOWS=1 .venv/bin/python -m pytest -q tests/e2e/test_workflows_identity.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from dataclasses import dataclass, field
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WORKFLOWS_DIR = ROOT / "workflows"
+
+# ------------------------------------------------------------------------------------------ node sockets
+# type: (inputs, outputs). "name:TYPE"; "name?:TYPE" = optional input. Only sockets: widget inputs are given
+# as widget values in each description.
+SOCKETS: dict[str, tuple[str, str]] = {
+    # ComfyUI core
+    "CheckpointLoaderSimple": ("", "MODEL:MODEL CLIP:CLIP VAE:VAE"),
+    "CLIPTextEncode": ("clip:CLIP", "CONDITIONING:CONDITIONING"),
+    "EmptyLatentImage": ("", "LATENT:LATENT"),
+    "VAEDecode": ("samples:LATENT vae:VAE", "IMAGE:IMAGE"),
+    "PreviewImage": ("images:IMAGE", ""),
+    "SaveImage": ("images:IMAGE", ""),
+    "LoadImage": ("", "IMAGE:IMAGE MASK:MASK"),
+    "ControlNetLoader": ("", "CONTROL_NET:CONTROL_NET"),
+    "PhotoMakerLoader": ("", "PHOTOMAKER:PHOTOMAKER"),
+    # FreeCure (nodes/sampling.py, nodes/parsing.py, nodes/instantid.py, nodes/photomaker.py, nodes/identity.py)
+    "FreeCureFoundationSampler": ("model_fd:MODEL positive:CONDITIONING negative:CONDITIONING latent_image:LATENT",
+                                  "fd_latent:LATENT kv:FREECURE_KV"),
+    "FreeCureSampler": ("model_pd:MODEL model_fd:MODEL positive:CONDITIONING negative:CONDITIONING "
+                        "fd_positive:CONDITIONING fd_negative:CONDITIONING latent_image:LATENT fasa:FREECURE_FASA "
+                        "kv?:FREECURE_KV", "pd_latent:LATENT fd_latent:LATENT"),
+    "FreeCureFASAConfig": ("mask:MASK", "fasa:FREECURE_FASA"),
+    "FreeCureFaceParserLoader": ("", "face_parser:FACE_PARSER"),
+    "FreeCureFaceParse": ("face_parser:FACE_PARSER image:IMAGE", "face_parse:FACE_PARSE preview:IMAGE"),
+    "FreeCureAttributeMask": ("face_parse:FACE_PARSE image?:IMAGE", "mask:MASK preview:IMAGE info:STRING"),
+    "FreeCureInstantIDLoader": ("", "instantid:FREECURE_INSTANTID"),
+    "FreeCureInstantIDFaceAnalysis": ("", "face_analysis:FREECURE_FACE_ANALYSIS"),
+    "FreeCureInstantIDPair": ("instantid:FREECURE_INSTANTID face_analysis:FREECURE_FACE_ANALYSIS "
+                              "control_net:CONTROL_NET image:IMAGE model:MODEL positive:CONDITIONING "
+                              "negative:CONDITIONING image_kps?:IMAGE",
+                              "pd_model:MODEL pd_positive:CONDITIONING pd_negative:CONDITIONING fd_model:MODEL "
+                              "fd_positive:CONDITIONING fd_negative:CONDITIONING kps_image:IMAGE"),
+    "FreeCurePhotoMakerEncodePair": ("photomaker:PHOTOMAKER image:IMAGE clip:CLIP",
+                                     "pd_conditioning:CONDITIONING fd_conditioning:CONDITIONING"),
+    "FreeCureZeroFaceEmbeds": ("face_embeds:FACE_EMBEDS", "fd_face_embeds:FACE_EMBEDS"),
+    # cubiq/ComfyUI_InstantID (InstantID.py)
+    "InstantIDModelLoader": ("", "INSTANTID:INSTANTID"),
+    "InstantIDFaceAnalysis": ("", "FACEANALYSIS:FACEANALYSIS"),
+    "FaceKeypointsPreprocessor": ("faceanalysis:FACEANALYSIS image:IMAGE", "IMAGE:IMAGE"),
+    "InstantIDAttentionPatch": ("instantid:INSTANTID insightface:FACEANALYSIS image:IMAGE model:MODEL mask?:MASK",
+                                "MODEL:MODEL FACE_EMBEDS:FACE_EMBEDS"),
+    "ApplyInstantIDControlNet": ("face_embeds:FACE_EMBEDS control_net:CONTROL_NET image_kps:IMAGE "
+                                 "positive:CONDITIONING negative:CONDITIONING mask?:MASK",
+                                 "positive:CONDITIONING negative:CONDITIONING"),
+    # cubiq/PuLID_ComfyUI (pulid.py)
+    "PulidModelLoader": ("", "PULID:PULID"),
+    "PulidEvaClipLoader": ("", "EVA_CLIP:EVA_CLIP"),
+    "PulidInsightFaceLoader": ("", "FACEANALYSIS:FACEANALYSIS"),
+    "ApplyPulid": ("model:MODEL pulid:PULID eva_clip:EVA_CLIP face_analysis:FACEANALYSIS image:IMAGE "
+                   "attn_mask?:MASK", "MODEL:MODEL"),
+    # cubiq/ComfyUI_IPAdapter_plus (IPAdapterPlus.py)
+    "IPAdapterUnifiedLoaderFaceID": ("model:MODEL ipadapter?:IPADAPTER", "MODEL:MODEL ipadapter:IPADAPTER"),
+    "IPAdapterFaceID": ("model:MODEL ipadapter:IPADAPTER image:IMAGE image_negative?:IMAGE attn_mask?:MASK "
+                        "clip_vision?:CLIP_VISION insightface?:INSIGHTFACE", "MODEL:MODEL face_image:IMAGE"),
+}
+
+# Sizes the existing workflows use; other nodes get an estimate from their sockets and widgets.
+SIZES: dict[str, tuple[int, int]] = {
+    "CheckpointLoaderSimple": (340, 98), "CLIPTextEncode": (420, 170), "EmptyLatentImage": (320, 106),
+    "VAEDecode": (210, 46), "PreviewImage": (380, 400), "SaveImage": (400, 440), "LoadImage": (320, 360),
+    "FreeCureFoundationSampler": (340, 420), "FreeCureSampler": (340, 470), "FreeCureFASAConfig": (340, 250),
+    "FreeCureFaceParserLoader": (340, 130), "FreeCureFaceParse": (320, 122), "FreeCureAttributeMask": (380, 300),
+    "FreeCurePhotoMakerEncodePair": (420, 220),
+}
+NOTE_COLOR = ("#432", "#653")
+POSITIVE_COLOR = ("#232", "#353")
+NEGATIVE_COLOR = ("#322", "#533")
+TITLE_H = 30   # LiteGraph draws the title bar above a node's pos
+GAP = 40       # free space between stacked nodes and between columns
+MARGIN = 20
+
+
+def _sockets(spec: str) -> list[tuple[str, str, bool]]:
+    out = []
+    for item in spec.split():
+        name, typ = item.split(":")
+        out.append((name.rstrip("?"), typ, name.endswith("?")))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ graph
+@dataclass
+class Node:
+    type: str
+    widgets: list
+    title: str | None
+    col: int
+    band: int
+    size: tuple[int, int]
+    color: tuple[str, str] | None
+    inputs: list[tuple[str, str, bool]]
+    outputs: list[tuple[str, str, bool]]
+    id: int = 0
+    pos: tuple[int, int] = (0, 0)
+    in_links: dict = field(default_factory=dict)    # input name -> link id
+    out_links: dict = field(default_factory=dict)   # output name -> [link ids]
+
+    def slot(self, kind: str, name: str) -> int:
+        sockets = self.inputs if kind == "input" else self.outputs
+        names = [s[0] for s in sockets]
+        if name not in names:
+            raise KeyError(f"{self.type} has no {kind} {name!r} (has {names})")
+        return names.index(name)
+
+
+class Graph:
+    """A UI workflow under construction: add() nodes into columns, connect() sockets, then to_json()."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.links: list[list] = []
+        self.band_no = 0
+
+    def band(self) -> None:
+        """Start a new band of rows below everything placed so far."""
+        self.band_no += 1
+
+    def add(self, ntype: str, *widgets, col: int, title: str | None = None, size: tuple[int, int] | None = None,
+            color: tuple[str, str] | None = None) -> Node:
+        ins, outs = SOCKETS[ntype]
+        inputs, outputs = _sockets(ins), _sockets(outs)
+        if size is None:
+            size = SIZES.get(ntype) or (340, 20 + 22 * max(len(inputs), len(outputs), 1) + 26 * len(widgets))
+        node = Node(ntype, list(widgets), title, col, self.band_no, size, color, inputs, outputs,
+                    id=len(self.nodes) + 1)
+        self.nodes.append(node)
+        return node
+
+    def note(self, text: str, *, col: int, size: tuple[int, int] = (340, 200)) -> Node:
+        node = Node("Note", [text], None, col, self.band_no, size, NOTE_COLOR, [], [], id=len(self.nodes) + 1)
+        self.nodes.append(node)
+        return node
+
+    def connect(self, src: Node, output: str, dst: Node, inp: str) -> None:
+        out_slot, in_slot = src.slot("output", output), dst.slot("input", inp)
+        if inp in dst.in_links:
+            raise ValueError(f"{dst.type}.{inp} is already connected")
+        typ = src.outputs[out_slot][1]
+        if dst.inputs[in_slot][1] != typ:
+            raise TypeError(f"{src.type}.{output} ({typ}) -> {dst.type}.{inp} ({dst.inputs[in_slot][1]})")
+        link_id = len(self.links) + 1
+        self.links.append([link_id, src.id, out_slot, dst.id, in_slot, typ])
+        dst.in_links[inp] = link_id
+        src.out_links.setdefault(output, []).append(link_id)
+
+    # -------------------------------------------------------------------- layout and JSON
+    def _layout(self) -> None:
+        ncols = max(n.col for n in self.nodes) + 1
+        widths = [max([n.size[0] for n in self.nodes if n.col == c] or [0]) for c in range(ncols)]
+        xs, x = [], MARGIN
+        for w in widths:
+            xs.append(x)
+            x += w + GAP
+        top = MARGIN
+        for band in range(self.band_no + 1):
+            members = [n for n in self.nodes if n.band == band]
+            bottom = top
+            for c in range(ncols):
+                y = top
+                for n in (m for m in members if m.col == c):
+                    n.pos = (xs[c], y)
+                    y += n.size[1] + TITLE_H + GAP
+                    bottom = max(bottom, n.pos[1] + n.size[1])
+            top = bottom + TITLE_H + 2 * GAP
+
+    def _order(self) -> dict[int, int]:
+        """Execution order: a topological order of the links, lowest id first among ready nodes."""
+        preds = {n.id: {l[1] for l in self.links if l[3] == n.id} for n in self.nodes}
+        done: list[int] = []
+        while len(done) < len(self.nodes):
+            ready = [i for i, p in sorted(preds.items()) if i not in done and p <= set(done)]
+            if not ready:
+                raise ValueError("the graph has a cycle")
+            done.append(ready[0])
+        return {nid: k for k, nid in enumerate(done)}
+
+    def _node_json(self, n: Node, order: int) -> dict:
+        d = {"id": n.id, "type": n.type, "pos": list(n.pos), "size": list(n.size), "flags": {}, "order": order,
+             "mode": 0}
+        inputs = []
+        for name, typ, optional in n.inputs:
+            item = {"name": name, "type": typ, "link": n.in_links.get(name)}
+            if optional:
+                item["shape"] = 7
+            inputs.append(item)
+        d["inputs"] = inputs
+        d["outputs"] = [{"name": name, "type": typ, "links": n.out_links.get(name), "slot_index": i}
+                        for i, (name, typ, _) in enumerate(n.outputs)]
+        if n.title:
+            d["title"] = n.title
+        d["properties"] = {} if n.type == "Note" else {"Node name for S&R": n.type}
+        d["widgets_values"] = list(n.widgets)
+        if n.color:
+            d["color"], d["bgcolor"] = n.color
+        return d
+
+    def to_json(self) -> dict:
+        for n in self.nodes:
+            for name, _, optional in n.inputs:
+                if not optional and name not in n.in_links:
+                    raise ValueError(f"node {n.id} ({n.type}): required input {name!r} is not connected")
+        self._layout()
+        order = self._order()
+        return {
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": [self._node_json(n, order[n.id]) for n in self.nodes],
+            "links": [list(l) for l in self.links],
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}},
+            "version": 0.4,
+        }
+
+
+# ------------------------------------------------------------------------------------------ shared parts
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SEED, STEPS, CFG = 42, 30, 5.0
+SIZE = 1024
+PROMPT = "close-up portrait photo of a woman with blonde curly hair, wearing sunglasses"
+NEGATIVE = "blurry, lowres, deformed, bad anatomy, watermark, text"
+REFERENCE = "reference_face.png"
+PARSER = "79999_iter.pth"
+
+STAGE1_NOTE = ("Stage 1 - FreeCure Foundation Sampler samples the foundation branch (FD): the same model and prompt "
+               "with the identity switched off. Its image shows where the prompt's attributes are; stage 2 parses "
+               "it. It also records (record 'cond') the attention features that stage 3 replays.")
+STAGE2_NOTE = ("Stage 2 - automatic attribute mask. Face Parse labels the foundation face (hair, skin, eyes, glasses, "
+               "...); 'face crop' parses a square crop around each detected face. Attribute Mask reads the "
+               "attributes from the prompt (keep it equal to the generation prompt; 'sunglasses' -> glasses, "
+               "'curly' -> hair, 'no glasses' is ignored) or from the manual 'attributes' list. White = the look "
+               "comes from the foundation image. Use grow/feather to widen or soften it.")
+STAGE3_NOTE = ("Stage 3 - FreeCure Sampler samples the personalized branch (PD) from the same seed, replaying the "
+               "stage-1 record (kv). Inside the mask its self-attention also looks at the foundation branch (FASA), "
+               "so the prompt's attributes survive the identity. Keep seed, steps, sampler, scheduler, denoise and "
+               "size equal to stage 1. Without kv, both branches run in lockstep (slower; the same result with "
+               "deterministic samplers such as euler).")
+PARSER_FILES = (f"- BiSeNet face parser {PARSER} -> ComfyUI/models/face_parsing/\n"
+                "- insightface antelopev2 folder -> ComfyUI/models/insightface/models/antelopev2/ (the same files "
+                "InstantID and PuLID use; the parser's face detector, optional)")
+
+
+@dataclass
+class Branches:
+    """What the three FreeCure stages need from the identity part of a workflow."""
+    model_pd: tuple
+    model_fd: tuple
+    positive: tuple
+    negative: tuple
+    fd_positive: tuple
+    fd_negative: tuple
+
+
+def _checkpoint_and_prompts(g: Graph, positive_text: str | None = PROMPT, ckpt: str = SDXL_CKPT):
+    """Load Checkpoint (column 0) and the prompt encoders (column 1). Returns (ckpt, positive or None, negative)."""
+    ckpt_node = g.add("CheckpointLoaderSimple", ckpt, col=0)
+    pos = None
+    if positive_text is not None:
+        pos = g.add("CLIPTextEncode", positive_text, col=1, title="Prompt (both branches)", color=POSITIVE_COLOR)
+        g.connect(ckpt_node, "CLIP", pos, "clip")
+    neg = g.add("CLIPTextEncode", NEGATIVE, col=1, title="Negative prompt", size=(420, 130), color=NEGATIVE_COLOR)
+    g.connect(ckpt_node, "CLIP", neg, "clip")
+    return ckpt_node, pos, neg
+
+
+def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefix: str, first_col: int) -> None:
+    """Stages 1 and 3 in columns first_col.. of the current band, stage 2 in a new band below."""
+    c = first_col
+    latent = g.add("EmptyLatentImage", SIZE, SIZE, 1, col=c)
+    g.note(STAGE1_NOTE, col=c, size=(340, 150))
+    fd = g.add("FreeCureFoundationSampler", SEED, "fixed", STEPS, CFG, "euler", "normal", 1.0, "cond", "reference",
+               "", "auto", True, col=c, title="FreeCure Foundation Sampler (stage 1)")
+    g.connect(br.model_fd[0], br.model_fd[1], fd, "model_fd")
+    g.connect(br.fd_positive[0], br.fd_positive[1], fd, "positive")
+    g.connect(br.fd_negative[0], br.fd_negative[1], fd, "negative")
+    g.connect(latent, "LATENT", fd, "latent_image")
+    fd_decode = g.add("VAEDecode", col=c + 1)
+    g.connect(fd, "fd_latent", fd_decode, "samples")
+    g.connect(ckpt, "VAE", fd_decode, "vae")
+    fd_preview = g.add("PreviewImage", col=c + 1, title="Foundation image (FD)")
+    g.connect(fd_decode, "IMAGE", fd_preview, "images")
+
+    g.note(STAGE3_NOTE, col=c + 2, size=(340, 190))
+    pd = g.add("FreeCureSampler", SEED, "fixed", STEPS, CFG, "euler", "normal", 1.0, col=c + 2,
+               title="FreeCure Sampler (stage 3)")
+    for name, (node, out) in (("model_pd", br.model_pd), ("model_fd", br.model_fd), ("positive", br.positive),
+                              ("negative", br.negative), ("fd_positive", br.fd_positive),
+                              ("fd_negative", br.fd_negative)):
+        g.connect(node, out, pd, name)
+    g.connect(latent, "LATENT", pd, "latent_image")
+    g.connect(fd, "kv", pd, "kv")
+    pd_decode = g.add("VAEDecode", col=c + 3)
+    g.connect(pd, "pd_latent", pd_decode, "samples")
+    g.connect(ckpt, "VAE", pd_decode, "vae")
+    save = g.add("SaveImage", prefix, col=c + 3, title="FreeCure result")
+    g.connect(pd_decode, "IMAGE", save, "images")
+
+    g.band()
+    g.note(STAGE2_NOTE, col=0, size=(340, 250))
+    loader = g.add("FreeCureFaceParserLoader", PARSER, "auto", "auto", col=1)
+    g.note("Stage 2 files (FreeCure never downloads them):\n" + PARSER_FILES, col=1, size=(340, 170))
+    parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=2)
+    g.connect(loader, "face_parser", parse, "face_parser")
+    g.connect(fd_decode, "IMAGE", parse, "image")
+    mask = g.add("FreeCureAttributeMask", mask_prompt, "", 0, 0.0, col=3, title="FreeCure Attribute Mask (stage 2)")
+    g.connect(parse, "face_parse", mask, "face_parse")
+    g.connect(fd_decode, "IMAGE", mask, "image")
+    mask_preview = g.add("PreviewImage", col=4, title="Attribute mask over the foundation image")
+    g.connect(mask, "preview", mask_preview, "images")
+    fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=5)
+    g.connect(mask, "mask", fasa, "mask")
+    g.connect(fasa, "fasa", pd, "fasa")
+
+
+# ------------------------------------------------------------------------------------------ InstantID
+def _instantid(adapter: str, controlnet: str, cn_strength: float, intro: str, files: str, prefix: str) -> dict:
+    g = Graph()
+    g.note(intro, col=0, size=(340, 330))
+    ckpt, pos, neg = _checkpoint_and_prompts(g)
+    g.note(files, col=0, size=(340, 330))
+    loader = g.add("FreeCureInstantIDLoader", adapter, col=2, size=(340, 60))
+    analysis = g.add("FreeCureInstantIDFaceAnalysis", "auto", col=2, size=(340, 60))
+    cnet = g.add("ControlNetLoader", controlnet, col=2, title="Load ControlNet Model (IdentityNet)", size=(340, 60))
+    face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
+    pair = g.add("FreeCureInstantIDPair", 0.8, cn_strength, 0.0, 1.0, 0.0, "average", col=3, size=(340, 330))
+    for src, out, inp in ((loader, "instantid", "instantid"), (analysis, "face_analysis", "face_analysis"),
+                          (cnet, "CONTROL_NET", "control_net"), (face, "IMAGE", "image"), (ckpt, "MODEL", "model"),
+                          (pos, "CONDITIONING", "positive"), (neg, "CONDITIONING", "negative")):
+        g.connect(src, out, pair, inp)
+    g.note("Identity - FreeCure InstantID Pair applies InstantID twice. pd_* = the personalized branch (the "
+           "reference face's tokens in the UNet's cross-attention and in the IdentityNet); fd_* = the foundation "
+           "branch: the zero face embedding through the same Resampler, same keypoints and strengths.\n\nFD wiring: "
+           "fd_model/fd_positive/fd_negative -> stage 1, and -> model_fd/fd_positive/fd_negative of stage 3; "
+           "pd_model/pd_positive/pd_negative -> model_pd/positive/negative of stage 3. Both models share weights, "
+           "so lockstep works too.\n\nkps_image: the keypoints the IdentityNet sees (connect a pose photo to "
+           "image_kps to change them). noise 0 = reference InstantID.", col=3, size=(340, 300))
+    kps = g.add("PreviewImage", col=3, title="Keypoints (IdentityNet input)", size=(340, 360))
+    g.connect(pair, "kps_image", kps, "images")
+    br = Branches(model_pd=(pair, "pd_model"), model_fd=(pair, "fd_model"), positive=(pair, "pd_positive"),
+                  negative=(pair, "pd_negative"), fd_positive=(pair, "fd_positive"),
+                  fd_negative=(pair, "fd_negative"))
+    _freecure_stages(g, ckpt, br, PROMPT, prefix, first_col=4)
+    return g.to_json()
+
+
+INSTANTID_SETTINGS = ("SDXL checkpoint, 1024x1024, 30 steps, cfg 5 (InstantID's recommendation; photorealistic SDXL "
+                      "fine-tunes work best). The same seed in both samplers.")
+
+
+def freecure_instantid() -> dict:
+    intro = ("FreeCure + InstantID (built-in pair).\n\nInstantID keeps the face but ignores much of the prompt "
+             "(hair, glasses...). FreeCure samples the foundation branch (FD: InstantID with the zero face), masks "
+             "the prompt's attributes on its image, and samples the personalized branch (PD: your face) with "
+             "foundation-aware self-attention inside that mask.\n\n" + INSTANTID_SETTINGS + " ip_weight and "
+             "cn_strength 0.8 as in InstantID's demo.")
+    files = ("Model files (FreeCure never downloads them):\n"
+             "- SDXL checkpoint -> ComfyUI/models/checkpoints/\n"
+             "- InstantX ip-adapter.bin -> ComfyUI/models/instantid/\n"
+             "- InstantX ControlNetModel/diffusion_pytorch_model.safetensors (IdentityNet) -> "
+             "ComfyUI/models/controlnet/instantid/ (any name)\n"
+             "- insightface antelopev2 (scrfd_10g_bnkps.onnx + glintr100.onnx) -> "
+             "ComfyUI/models/insightface/models/antelopev2/\n"
+             "- a clear photo of the face -> ComfyUI/input/ (or upload it on Reference face)\n\n"
+             "CrossFaceID (InstantID fine-tuned on cross-image pairs): select its adapter in FreeCure InstantID "
+             "Loader and its ControlNet in Load ControlNet Model instead - see the freecure_crossfaceid workflow.")
+    return _instantid("ip-adapter.bin", "instantid/diffusion_pytorch_model.safetensors", 0.8, intro, files,
+                      "FreeCure/instantid")
+
+
+def freecure_crossfaceid() -> dict:
+    intro = ("FreeCure + CrossFaceID (InstantID fine-tuned on cross-image pairs of the same person, arXiv "
+             "2501.15407), through the built-in InstantID pair.\n\nCrossFaceID is a drop-in: the graph is the "
+             "freecure_instantid one with CrossFaceID's adapter and ControlNet selected. FD = the zero face through "
+             "CrossFaceID's Resampler and IdentityNet; PD = your face; FreeCure then masks the prompt's attributes "
+             "on FD and samples PD with FASA.\n\n" + INSTANTID_SETTINGS + " cn_strength 1.0: what CrossFaceID's "
+             "code effectively used.")
+    files = ("Model files (FreeCure never downloads them):\n"
+             "- SDXL checkpoint -> ComfyUI/models/checkpoints/\n"
+             "- CrossFaceID's fine-tuned adapter pytorch_model.bin -> ComfyUI/models/instantid/, here renamed "
+             "crossfaceid_instantid.bin\n"
+             "- CrossFaceID's controlnet/diffusion_pytorch_model.safetensors -> ComfyUI/models/controlnet/, here "
+             "renamed crossfaceid_instantid_controlnet.safetensors\n"
+             "- insightface antelopev2 -> ComfyUI/models/insightface/models/antelopev2/\n\n"
+             "To store the .bin adapter (or an fp32 ControlNet) as fp16 safetensors, run from this pack's folder:\n"
+             "python -m freecure_core.convert ../../models/instantid/crossfaceid_instantid.bin "
+             "../../models/instantid/crossfaceid_instantid.safetensors --fp16\n"
+             "(python -m freecure_core.convert info FILE says what a file is.)")
+    return _instantid("crossfaceid_instantid.bin", "crossfaceid_instantid_controlnet.safetensors", 1.0, intro, files,
+                      "FreeCure/crossfaceid")
+
+
+# ------------------------------------------------------------------------------------------ PhotoMaker
+PHOTOMAKER_PROMPT = "a photo of a woman photomaker with blonde curly hair, wearing sunglasses"
+
+
+def freecure_photomaker() -> dict:
+    g = Graph()
+    g.note("FreeCure + PhotoMaker (ComfyUI's PhotoMaker v1, SDXL).\n\nFreeCure PhotoMaker Encode Pair encodes the "
+           "prompt once, as PhotoMaker's own pipeline does: the trigger word 'photomaker' is removed and the class "
+           "word before it gets one copy per reference photo. pd_conditioning has the photos' identity fused into "
+           "those copies (from merge_start on); fd_conditioning is the same token sequence without the identity.\n\nPhotoMaker changes only the conditioning, so both branches use "
+           "the same MODEL: model_pd = model_fd = the checkpoint's MODEL. FD wiring: fd_conditioning -> stage 1 "
+           "positive and stage 3 fd_positive; pd_conditioning -> stage 3 positive; one negative prompt for all.\n\n"
+           f"1024x1024, {STEPS} steps, cfg 5 (PhotoMaker's demo uses 50 steps).", col=0, size=(340, 400))
+    ckpt = g.add("CheckpointLoaderSimple", SDXL_CKPT, col=0)
+    g.note("Model files (FreeCure never downloads them):\n"
+           "- SDXL checkpoint -> ComfyUI/models/checkpoints/\n"
+           "- photomaker-v1.bin -> ComfyUI/models/photomaker/\n"
+           "- a clear photo of the face -> ComfyUI/input/ (or upload it on Reference face)\n\n"
+           "PhotoMaker's own pipeline also merges a LoRA into the UNet; core Load PhotoMaker loads only the ID "
+           "encoder. If you use that LoRA as a separate file, apply it to the MODEL (e.g. LoraLoaderModelOnly) "
+           "before it goes to both samplers, so both branches keep the same weights.", col=0, size=(340, 300))
+    pm = g.add("PhotoMakerLoader", "photomaker-v1.bin", col=2, size=(340, 60))
+    face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
+    pair = g.add("FreeCurePhotoMakerEncodePair", PHOTOMAKER_PROMPT, 0.2, col=1, color=POSITIVE_COLOR)
+    g.connect(pm, "PHOTOMAKER", pair, "photomaker")
+    g.connect(face, "IMAGE", pair, "image")
+    g.connect(ckpt, "CLIP", pair, "clip")
+    g.note("Identity - the prompt needs the trigger word 'photomaker' right after the class word ('a woman "
+           "photomaker with ...'). merge_start 0.2: PD uses the plain prompt for the first 20% of the steps, like "
+           "PhotoMaker's start_merge_step (10 of 50).", col=1, size=(420, 130))
+    neg = g.add("CLIPTextEncode", NEGATIVE, col=1, title="Negative prompt", size=(420, 130), color=NEGATIVE_COLOR)
+    g.connect(ckpt, "CLIP", neg, "clip")
+    br = Branches(model_pd=(ckpt, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(pair, "pd_conditioning"),
+                  negative=(neg, "CONDITIONING"), fd_positive=(pair, "fd_conditioning"),
+                  fd_negative=(neg, "CONDITIONING"))
+    _freecure_stages(g, ckpt, br, PHOTOMAKER_PROMPT, "FreeCure/photomaker", first_col=3)
+    return g.to_json()
+
+
+# ------------------------------------------------------------------------------------------ peer packs
+PEER_REQUIRES = "Needs the {pack} custom node pack ({repo}) installed; without it these nodes show as missing."
+
+
+def freecure_peer_instantid() -> dict:
+    g = Graph()
+    g.note("FreeCure + cubiq's ComfyUI_InstantID (split nodes).\n\n" + PEER_REQUIRES.format(
+        pack="ComfyUI_InstantID", repo="github.com/cubiq/ComfyUI_InstantID") + "\n\nFD wiring:\n- model_fd = the "
+           "checkpoint MODEL, taken before InstantID Patch Attention; model_pd = that node's MODEL.\n- PD conds: "
+           "InstantID Apply ControlNet with the patch's FACE_EMBEDS.\n- FD conds: FreeCure Zero Face Embeds on the "
+           "same FACE_EMBEDS, into a second InstantID Apply ControlNet with the same control net, keypoint image "
+           "and strength. (Feeding PD's positive to FD would leak the face through the IdentityNet.)\n\n"
+           + INSTANTID_SETTINGS, col=0, size=(340, 470))
+    ckpt, pos, neg = _checkpoint_and_prompts(g)
+    g.note("Model files (the pack's folders):\n- SDXL checkpoint -> ComfyUI/models/checkpoints/\n- InstantX "
+           "ip-adapter.bin -> ComfyUI/models/instantid/\n- IdentityNet diffusion_pytorch_model.safetensors -> "
+           "ComfyUI/models/controlnet/instantid/ (any name)\n- insightface antelopev2 -> "
+           "ComfyUI/models/insightface/models/antelopev2/\n- a clear photo of the face -> ComfyUI/input/",
+           col=0, size=(340, 230))
+    loader = g.add("InstantIDModelLoader", "ip-adapter.bin", col=2, size=(340, 60))
+    analysis = g.add("InstantIDFaceAnalysis", "CPU", col=2, size=(340, 60))
+    cnet = g.add("ControlNetLoader", "instantid/diffusion_pytorch_model.safetensors", col=2,
+                 title="Load ControlNet Model (IdentityNet)", size=(340, 60))
+    face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
+    kps = g.add("FaceKeypointsPreprocessor", col=2)
+    g.connect(analysis, "FACEANALYSIS", kps, "faceanalysis")
+    g.connect(face, "IMAGE", kps, "image")
+    kps_preview = g.add("PreviewImage", col=2, title="Keypoints (IdentityNet input)", size=(340, 360))
+    g.connect(kps, "IMAGE", kps_preview, "images")
+
+    patch = g.add("InstantIDAttentionPatch", 0.8, 0.0, 1.0, 0.0, col=3, size=(340, 230))
+    for src, out, inp in ((loader, "INSTANTID", "instantid"), (analysis, "FACEANALYSIS", "insightface"),
+                          (face, "IMAGE", "image"), (ckpt, "MODEL", "model")):
+        g.connect(src, out, patch, inp)
+    g.note("noise must be 0 here: the patch's 'uncond' tokens are the InstantID Resampler of a zero face, which "
+           "Zero Face Embeds uses as FD's face tokens. With noise > 0 they are the Resampler of noise and FD is no "
+           "longer the FreeCure foundation branch. weight 0.8 as Apply InstantID.", col=3, size=(340, 150))
+    cn_pd = g.add("ApplyInstantIDControlNet", 0.8, 0.0, 1.0, col=3, title="InstantID Apply ControlNet (PD)",
+                  size=(340, 220))
+    zero = g.add("FreeCureZeroFaceEmbeds", col=3, size=(340, 50))
+    cn_fd = g.add("ApplyInstantIDControlNet", 0.8, 0.0, 1.0, col=3, title="InstantID Apply ControlNet (FD)",
+                  size=(340, 220))
+    g.connect(patch, "FACE_EMBEDS", zero, "face_embeds")
+    for cn, embeds in ((cn_pd, (patch, "FACE_EMBEDS")), (cn_fd, (zero, "fd_face_embeds"))):
+        g.connect(embeds[0], embeds[1], cn, "face_embeds")
+        g.connect(cnet, "CONTROL_NET", cn, "control_net")
+        g.connect(kps, "IMAGE", cn, "image_kps")
+        g.connect(pos, "CONDITIONING", cn, "positive")
+        g.connect(neg, "CONDITIONING", cn, "negative")
+    br = Branches(model_pd=(patch, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(cn_pd, "positive"),
+                  negative=(cn_pd, "negative"), fd_positive=(cn_fd, "positive"), fd_negative=(cn_fd, "negative"))
+    _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_instantid", first_col=4)
+    return g.to_json()
+
+
+def freecure_peer_pulid() -> dict:
+    g = Graph()
+    g.note("FreeCure + PuLID (cubiq's PuLID_ComfyUI, SDXL).\n\n" + PEER_REQUIRES.format(
+        pack="PuLID_ComfyUI", repo="github.com/cubiq/PuLID_ComfyUI") + "\n\nFD wiring:\n- model_pd = Apply "
+           "PuLID's MODEL; model_fd = the MODEL going into Apply PuLID (the checkpoint's).\n- PuLID changes only "
+           "the model, so the text conditioning is the same for both branches: positive = fd_positive, "
+           "negative = fd_negative.\n\nSDXL checkpoint, 1024x1024, 30 steps, cfg 5 (PuLID's notes suggest trying "
+           "other samplers/schedulers, e.g. sgm_uniform, with non-Lightning models; keep both samplers equal).",
+           col=0, size=(340, 400))
+    ckpt, pos, neg = _checkpoint_and_prompts(g)
+    g.note("Model files (the pack's folders):\n- SDXL checkpoint -> ComfyUI/models/checkpoints/\n- "
+           "ip-adapter_pulid_sdxl_fp16.safetensors -> ComfyUI/models/pulid/\n- insightface antelopev2 -> "
+           "ComfyUI/models/insightface/models/antelopev2/\n- EVA02-CLIP-L-14-336 and facexlib's models: fetched by "
+           "the PuLID pack itself on first use\n- a clear photo of the face -> ComfyUI/input/",
+           col=0, size=(340, 230))
+    pulid = g.add("PulidModelLoader", "ip-adapter_pulid_sdxl_fp16.safetensors", col=2, size=(340, 60))
+    eva = g.add("PulidEvaClipLoader", col=2, size=(340, 46))
+    analysis = g.add("PulidInsightFaceLoader", "CPU", col=2, size=(340, 60))
+    face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
+    apply = g.add("ApplyPulid", "fidelity", 1.0, 0.0, 1.0, col=3, size=(340, 250))
+    for src, out, inp in ((ckpt, "MODEL", "model"), (pulid, "PULID", "pulid"), (eva, "EVA_CLIP", "eva_clip"),
+                          (analysis, "FACEANALYSIS", "face_analysis"), (face, "IMAGE", "image")):
+        g.connect(src, out, apply, inp)
+    br = Branches(model_pd=(apply, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(pos, "CONDITIONING"),
+                  negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
+                  fd_negative=(neg, "CONDITIONING"))
+    _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_pulid", first_col=4)
+    return g.to_json()
+
+
+def freecure_peer_faceid() -> dict:
+    g = Graph()
+    g.note("FreeCure + IP-Adapter FaceID (cubiq's ComfyUI_IPAdapter_plus, FaceID Plus V2, SDXL).\n\n"
+           + PEER_REQUIRES.format(pack="ComfyUI_IPAdapter_plus", repo="github.com/cubiq/ComfyUI_IPAdapter_plus")
+           + "\n\nFD wiring:\n- model_fd = the MODEL output of IPAdapter Unified Loader FaceID (it applies the "
+           "FaceID LoRA) - after the loader, before IPAdapter FaceID; model_pd = IPAdapter FaceID's MODEL. Both "
+           "then have the same weights (FaceID itself only patches cross-attention), so replay (kv, here) and "
+           "lockstep both work.\n- Taken before the loader, FD would lack the LoRA: FreeCure Sampler then refuses "
+           "lockstep; replay with store 'kv' on the Foundation Sampler.\n- The text conditioning is the same for "
+           "both branches.\n\n1024x1024, 30 steps, cfg 5.", col=0, size=(340, 470))
+    ckpt, pos, neg = _checkpoint_and_prompts(g)
+    g.note("Model files (the pack's folders):\n- SDXL checkpoint -> ComfyUI/models/checkpoints/\n- "
+           "ip-adapter-faceid-plusv2_sdxl.bin -> ComfyUI/models/ipadapter/\n- "
+           "ip-adapter-faceid-plusv2_sdxl_lora.safetensors -> ComfyUI/models/loras/\n- "
+           "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors -> ComfyUI/models/clip_vision/\n- insightface buffalo_l -> "
+           "ComfyUI/models/insightface/models/buffalo_l/\n- a clear photo of the face -> ComfyUI/input/",
+           col=0, size=(340, 250))
+    loader = g.add("IPAdapterUnifiedLoaderFaceID", "FACEID PLUS V2", 0.6, "CPU", col=2, size=(340, 130))
+    g.connect(ckpt, "MODEL", loader, "model")
+    face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
+    faceid = g.add("IPAdapterFaceID", 1.0, 1.0, "linear", "concat", 0.0, 1.0, "V only", col=3, size=(340, 350))
+    g.connect(loader, "MODEL", faceid, "model")
+    g.connect(loader, "ipadapter", faceid, "ipadapter")
+    g.connect(face, "IMAGE", faceid, "image")
+    br = Branches(model_pd=(faceid, "MODEL"), model_fd=(loader, "MODEL"), positive=(pos, "CONDITIONING"),
+                  negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
+                  fd_negative=(neg, "CONDITIONING"))
+    _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_faceid", first_col=4)
+    return g.to_json()
+
+
+WORKFLOWS = {f.__name__: f for f in (freecure_instantid, freecure_crossfaceid, freecure_photomaker,
+                                     freecure_peer_instantid, freecure_peer_pulid, freecure_peer_faceid)}
+
+
+def render(workflow: dict) -> str:
+    return json.dumps(workflow, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"workflows to write (default: all of {', '.join(WORKFLOWS)})")
+    parser.add_argument("--check", action="store_true", help="compare with workflows/ instead of writing")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in WORKFLOWS]
+    if unknown:
+        parser.error(f"unknown workflow(s) {unknown}; known: {list(WORKFLOWS)}")
+    stale = []
+    for name in args.names or list(WORKFLOWS):
+        path = WORKFLOWS_DIR / f"{name}.json"
+        text = render(WORKFLOWS[name]())
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print(f"out of date (run python scripts/workflow_builder.py): {stale}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
