@@ -179,11 +179,17 @@ def validate_instantid_state_dict(image_proj: dict, ip_adapter: dict) -> None:
 
 
 def instantid_from_state_dict(state: dict, path: str | None = None) -> InstantIDWeights:
-    """InstantIDWeights from a nested or flat state dict (validated; tensors as float32 on CPU)."""
+    """InstantIDWeights from a nested or flat state dict (validated; on CPU).
+
+    The Resampler runs in float32; the adapter matrices keep their stored precision (fp16 halves the ~340 M
+    parameters' RAM) and are only ever used in float32 for the few image tokens (instantid_tokens.layer_kv).
+    """
     image_proj, ip_adapter = split_instantid_state_dict(state)
     validate_instantid_state_dict(image_proj, ip_adapter)
     layers = range(1, 2 * (len(ip_adapter) // 2), 2)
-    weight = lambda k: ip_adapter[k].detach().to("cpu", torch.float32)
+    keep = (torch.float32, torch.float16, torch.bfloat16)
+    weight = lambda k: ip_adapter[k].detach().to("cpu", ip_adapter[k].dtype if ip_adapter[k].dtype in keep
+                                                 else torch.float32)
     return InstantIDWeights(resampler=resampler_from_state_dict(image_proj),
                             to_k_ip=[weight(f"{n}.to_k_ip.weight") for n in layers],
                             to_v_ip=[weight(f"{n}.to_v_ip.weight") for n in layers],

@@ -150,13 +150,14 @@ def test_bin_safetensors_and_flat_pickle_load_to_the_same_adapter(tmp_path):
     assert {p.device.type for p in w.resampler.parameters()} == {"cpu"}
 
 
-def test_fp16_files_load_as_float32(tmp_path):
+def test_fp16_files_keep_fp16_adapters_and_run_the_resampler_in_float32(tmp_path):
     state = random_instantid_state(**TINY)
     half = {part: {k: v.half() for k, v in sub.items()} for part, sub in state.items()}
     write_instantid_safetensors(tmp_path / "half.safetensors", half)
     w = load_instantid(str(tmp_path / "half.safetensors"))
     assert all(p.dtype == torch.float32 for p in w.resampler.parameters())
-    assert w.to_k_ip[0].dtype == torch.float32 and w.face_tokens(torch.zeros(1, 512)).dtype == torch.float32
+    assert w.to_k_ip[0].dtype == torch.float16  # half the RAM; layer_kv computes in float32
+    assert w.face_tokens(torch.zeros(1, 512)).dtype == torch.float32
 
 
 def test_split_accepts_nested_and_flat():
