@@ -118,7 +118,7 @@ def _is_other_verb(word: str) -> bool:
     return w.endswith("ing") and w not in _WEARING and not any(p.fullmatch(w) for _, p, _ in _PATTERNS)
 
 
-def _negation_start(prompt: str, start: int, end: int) -> int | None:
+def negation_start(prompt: str, start: int, end: int) -> int | None:
     """Index where the negating cue of the mention at [start, end) begins, or None if it is not negated."""
     if _NEG_SUFFIX.match(prompt, end):
         return start
@@ -137,7 +137,7 @@ def _negation_start(prompt: str, start: int, end: int) -> int | None:
     return cue.start()
 
 
-def _mentions(prompt: str) -> list[tuple[int, int, str, bool]]:
+def attribute_mentions(prompt: str) -> list[tuple[int, int, str, bool]]:
     """Non-overlapping (start, end, attribute, negated_form) mentions, leftmost-longest, outside vetoes."""
     vetoed = [m.span() for v in _VETO_PATTERNS for m in v.finditer(prompt)]
     found = []
@@ -161,8 +161,8 @@ def attributes_from_prompt(prompt: str) -> AttributeMatch:
         raise TypeError(f"FreeCure: the prompt must be text, got {type(prompt).__name__}")
     positive: dict[str, str] = {}
     negative: dict[str, str] = {}
-    for start, end, attr, negated_form in _mentions(prompt):
-        cue = start if negated_form else _negation_start(prompt, start, end)
+    for start, end, attr, negated_form in attribute_mentions(prompt):
+        cue = start if negated_form else negation_start(prompt, start, end)
         if cue is None:
             positive.setdefault(attr, prompt[start:end])
         else:

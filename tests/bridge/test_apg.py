@@ -1,0 +1,269 @@
+"""APG (stage 4) in an in-process ComfyUI on the tiny SD1.5: reconstruction, pass-through, prompt asymmetry,
+one progress bar, interruption, no side effects, noise masks, flow models and the nodes."""
+import importlib
+
+import pytest
+import torch
+
+import comfy.model_management
+import comfy.utils
+import nodes as comfy_nodes
+from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+from freecure_core.comfy_bridge import apg as bridge
+from support import tiny_models
+from support.pack_loader import load_pack
+
+SEED, STEPS = 3, 20
+
+
+@pytest.fixture(scope="module")
+def case(sd15):
+    from conftest import Case
+    return Case(sd15, "sd1", 16, 24)
+
+
+@pytest.fixture(scope="module")
+def source(case):
+    """A real sample of the tiny model (what FreeCure Sampler would hand to APG)."""
+    return {"samples": case.ksampler(case.pos, case.neg, steps=STEPS)}
+
+
+def run(case, latent, template, attributes, gamma=0.5, cfg=5.0, sampler="euler", model=None, **kw):
+    return bridge.apg(model or case.model, latent, template, attributes, case.neg, SEED, STEPS, cfg, sampler, "normal",
+                      gamma, **kw)
+
+
+def rms(a, b):
+    return float((a - b).pow(2).mean().sqrt())
+
+
+def img2img(model, case, latent, denoise, cfg):
+    return comfy_nodes.common_ksampler(model, SEED, STEPS, cfg, "euler", "normal", case.pos, case.neg, latent,
+                                       denoise=denoise)[0]["samples"]
+
+
+def test_same_prompt_reconstructs_far_better_than_img2img(case, source):
+    x = source["samples"]
+    out, report = run(case, source, case.pos, case.pos, cfg=1.0, force=True)
+    err = rms(out["samples"], x)
+    base = rms(img2img(case.model, case, source, 0.5, 1.0), x)
+    asym, _ = run(case, source, case.pos, case.pos, cfg=5.0, force=True)  # inversion cfg 1, regeneration cfg 5
+    refined, _ = run(case, source, case.pos, case.pos, cfg=1.0, force=True, inversion_refine=2)
+    print(f"\nAPG reconstruction RMS (gamma 0.5, {STEPS} steps, latent RMS {float(x.pow(2).mean().sqrt()):.2f}): "
+          f"cfg 1/1 {err:.3g}, inversion cfg 1 / regeneration cfg 5 {rms(asym['samples'], x):.3g}, "
+          f"cfg 1/1 refine 2 {rms(refined['samples'], x):.3g}; img2img denoise 0.5: {base:.3g}")
+    assert report["ran"] and report["inverted_steps"] == 10
+    assert err < base / 50
+    assert rms(asym["samples"], x) < base / 5
+    assert rms(refined["samples"], x) < err / 10
+
+
+def test_gamma_zero_passes_through_and_small_gamma_stays_close(case, source):
+    other = tiny_models.sd15_conditioning(21)
+    out, report = run(case, source, case.pos, other, gamma=0.0)
+    assert out is source and not report["ran"] and "inverts no step" in report["message"]
+    errors = [rms(run(case, source, case.pos, other, gamma=g)[0]["samples"], source["samples"])
+              for g in (0.05, 0.25, 0.5)]
+    assert errors[0] < errors[1] < errors[2]
+    assert errors[0] < 0.05 * errors[2]
+
+
+def test_attribute_prompt_changes_only_the_regenerated_half(case, source):
+    a, b = tiny_models.sd15_conditioning(21), tiny_models.sd15_conditioning(22)
+    out_a, rep_a = run(case, source, case.pos, a)
+    out_b, rep_b = run(case, source, case.pos, b)
+    _, rep_same = run(case, source, case.pos, case.pos, force=True)
+    assert torch.equal(rep_a["inverted"]["samples"], rep_b["inverted"]["samples"])
+    assert torch.equal(rep_a["inverted"]["samples"], rep_same["inverted"]["samples"])
+    # the tiny random UNet responds weakly to its context (latent RMS ~88), but clearly above rounding
+    assert rms(out_a["samples"], out_b["samples"]) > 0.01
+    assert not torch.equal(rep_a["inverted"]["samples"], source["samples"])
+
+
+def test_identical_conditionings_pass_through_with_a_message(case, source):
+    copy = [[t.clone(), {k: v.clone() for k, v in d.items()}] for t, d in case.pos]
+    for template, attributes in ((case.pos, case.pos), (case.pos, copy)):
+        out, report = run(case, source, template, attributes)
+        assert out is source and torch.equal(out["samples"], source["samples"])
+        assert not report["ran"] and "identical (no expression words)" in report["message"]
+    assert bridge.same_conditioning(case.pos, copy)
+    assert not bridge.same_conditioning(case.pos, tiny_models.sd15_conditioning(21))
+    assert not bridge.same_conditioning(case.pos, case.pos + case.pos)
+
+
+def snapshot(obj):
+    """Structure of nested dicts/lists with leaf identities (what an in-place patch would change)."""
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [snapshot(v) for v in obj]
+    return id(obj)
+
+
+def model_state(model):
+    return (snapshot(model.model_options), dict(model.patches), dict(model.object_patches), model.hook_mode)
+
+
+def cond_state(cond):
+    return [(t.clone(), {k: v.clone() if torch.is_tensor(v) else v for k, v in d.items()}) for t, d in cond]
+
+
+def same_cond_state(a, b):
+    return all(torch.equal(ta, tb) and da.keys() == db.keys() and all(
+        torch.equal(da[k], db[k]) if torch.is_tensor(da[k]) else da[k] == db[k] for k in da)
+        for (ta, da), (tb, db) in zip(a, b))
+
+
+def test_no_side_effects_on_model_conds_or_latent(case, source):
+    attrs = tiny_models.sd15_conditioning(21)
+    before = model_state(case.model), cond_state(case.pos), cond_state(attrs), source["samples"].clone()
+    out, report = run(case, source, case.pos, attrs)
+    assert model_state(case.model) == before[0]
+    assert same_cond_state(cond_state(case.pos), before[1]) and same_cond_state(cond_state(attrs), before[2])
+    assert torch.equal(source["samples"], before[3]) and set(out) == set(source)
+
+
+@pytest.fixture
+def progress_hook():
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    yield calls
+    comfy.utils.set_progress_bar_global_hook(None)
+    comfy.model_management.interrupt_current_processing(False)
+
+
+def test_one_progress_bar_over_both_halves(case, source, progress_hook):
+    run(case, source, case.pos, tiny_models.sd15_conditioning(21), sampler="heun")
+    assert progress_hook == [(i, 20) for i in range(1, 21)]
+
+
+def test_interrupt_in_the_second_half_leaves_nothing_behind(case, source, progress_hook):
+    attrs = tiny_models.sd15_conditioning(21)
+    expected, _ = run(case, source, case.pos, attrs)
+    before = model_state(case.model)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):  # what ComfyUI's server hook does, plus a user pressing cancel
+        seen.append(value)
+        if value == 13:
+            comfy.model_management.interrupt_current_processing(True)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(case, source, case.pos, attrs)
+    assert seen == list(range(1, 14))
+    assert not comfy.model_management.processing_interrupted()
+    assert model_state(case.model) == before
+    comfy.utils.set_progress_bar_global_hook(None)
+    again, _ = run(case, source, case.pos, attrs)
+    assert torch.equal(again["samples"], expected["samples"])
+
+
+def test_ancestral_regeneration_uses_the_seed(case, source):
+    attrs = tiny_models.sd15_conditioning(21)
+    a = run(case, source, case.pos, attrs, sampler="euler_ancestral")[0]["samples"]
+    b = run(case, source, case.pos, attrs, sampler="euler_ancestral")[0]["samples"]
+    c = bridge.apg(case.model, source, case.pos, attrs, case.neg, SEED + 1, STEPS, 5.0, "euler_ancestral", "normal",
+                   0.5)[0]["samples"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_noise_mask_keeps_the_unmasked_part(case, source):
+    mask = torch.zeros(1, 16 * 8, 24 * 8)
+    mask[:, :, :12 * 8] = 1  # left half of the image may change
+    masked = dict(source, noise_mask=mask)
+    out, report = run(case, masked, case.pos, tiny_models.sd15_conditioning(21))
+    x, y = source["samples"], out["samples"]
+    assert report["noise_mask"] and "noise_mask" in out
+    assert torch.allclose(y[..., 12:], x[..., 12:], rtol=1e-5, atol=1e-4)
+    assert rms(y[..., :12], x[..., :12]) > 0.01
+
+
+def test_multi_entry_conditioning_with_timestep_ranges(case, source):
+    import node_helpers
+    early = node_helpers.conditioning_set_values(tiny_models.sd15_conditioning(21), {"start_percent": 0.0,
+                                                                                       "end_percent": 0.7})
+    late = node_helpers.conditioning_set_values(tiny_models.sd15_conditioning(22), {"start_percent": 0.7,
+                                                                                      "end_percent": 1.0})
+    out, report = run(case, source, case.pos, early + late)
+    plain, _ = run(case, source, case.pos, tiny_models.sd15_conditioning(21))
+    assert report["ran"] and torch.isfinite(out["samples"]).all()
+    assert not torch.equal(out["samples"], plain["samples"])  # the late entry took part
+
+
+@pytest.fixture(scope="module")
+def flow(case):
+    model = ModelSamplingSD3().patch(case.model, shift=3.0)[0]
+    latent = {"samples": comfy_nodes.common_ksampler(model, SEED, STEPS, 5.0, "euler", "normal", case.pos, case.neg,
+                                                     case.latent)[0]["samples"]}
+    return model, latent
+
+
+def test_flow_model_reconstructs_and_refuses_what_it_cannot_do(case, flow):
+    model, latent = flow
+    x = latent["samples"]
+    out, report = run(case, latent, case.pos, case.pos, cfg=1.0, model=model, force=True)
+    exact, _ = run(case, latent, case.pos, case.pos, cfg=1.0, model=model, force=True, inversion_refine=2)
+    err, err_exact = rms(out["samples"], x), rms(exact["samples"], x)
+    base = rms(img2img(model, case, latent, 0.5, 1.0), x)
+    print(f"\nflow (CONST, shift 3) model, latent RMS {float(x.pow(2).mean().sqrt()):.2f}: APG reconstruction RMS "
+          f"{err:.3g}, refine 2 {err_exact:.3g}; img2img denoise 0.5 {base:.3g}")
+    assert report["form"].startswith("(1 - sigma)")
+    assert err < base / 4 and err_exact < base / 1000
+    with pytest.raises(ValueError, match="FreeCure: with a flow model, gamma 1"):
+        run(case, latent, case.pos, case.pos, gamma=1.0, model=model, force=True)
+    with pytest.raises(ValueError, match="FreeCure: APG cannot keep a latent noise_mask with a flow model"):
+        run(case, dict(latent, noise_mask=torch.ones(1, 128, 192)), case.pos, case.pos, model=model, force=True)
+
+
+def test_bad_arguments(case, source):
+    with pytest.raises(ValueError, match="FreeCure: gamma must be within 0..1"):
+        run(case, source, case.pos, case.pos, gamma=1.5)
+    with pytest.raises(ValueError, match="FreeCure: inversion_refine"):
+        run(case, source, case.pos, case.pos, inversion_refine=-1)
+
+
+@pytest.fixture(scope="module")
+def node_specs():
+    load_pack("freecure_pack_apg")
+    module = importlib.import_module("freecure_pack_apg.nodes.apg")
+    from freecure_pack_apg.nodes.spec import to_v1
+    return {s.node_id: to_v1(s) for s in module.SPECS}
+
+
+def test_node_declarations():
+    from comfy_api.latest import io
+    load_pack("freecure_pack_apg")
+    module = importlib.import_module("freecure_pack_apg.nodes.apg")
+    from freecure_pack_apg.nodes.spec import to_v1, to_v3
+    assert [s.node_id for s in module.SPECS] == ["FreeCureAPG", "FreeCureExpressionSplit"]
+    for spec in module.SPECS:
+        v1, v3 = to_v1(spec), to_v3(spec, io)
+        info = v3.GET_NODE_INFO_V1()
+        assert set(info["input"]["required"]) == set(v1.INPUT_TYPES()["required"])
+        assert v1.CATEGORY == info["category"] == "FreeCure/sampling" and v1.DESCRIPTION and all(v1.OUTPUT_TOOLTIPS)
+        assert all(opts.get("tooltip") for _, opts in v1.INPUT_TYPES()["required"].values())
+
+
+def test_nodes(case, source, node_specs):
+    split = node_specs["FreeCureExpressionSplit"]().execute(
+        prompt="a photo of a woman laughing happily, with blonde curly hair", keep_attributes=True)
+    assert split["result"] == ("a photo of a woman, with blonde curly hair",
+                               "a photo of a woman laughing happily, with blonde curly hair")
+    assert split["ui"]["text"] == ["expression words: 'laughing happily'"]
+    none = node_specs["FreeCureExpressionSplit"]().execute(prompt="a woman, red hat", keep_attributes=False)
+    assert none["result"] == ("a woman, red hat", "a woman, red hat")
+    assert none["ui"]["text"] == ["no expression words: APG will pass the image through"]
+
+    apg_node = node_specs["FreeCureAPG"]
+    required = apg_node.INPUT_TYPES()["required"]
+    assert required["gamma"][1]["default"] == 0.5 and required["inversion_cfg"][1]["default"] == 1.0
+    kw = dict(model=case.model, samples=source, template=case.pos, negative=case.neg, seed=SEED, steps=STEPS,
+              cfg=5.0, sampler_name="euler", scheduler="normal", gamma=0.5, inversion_cfg=1.0, inversion_refine=0)
+    ran = apg_node().execute(attributes=tiny_models.sd15_conditioning(21), **kw)
+    assert ran["ui"]["text"][0].startswith("APG: inverted 10 of 20 steps")
+    expected, _ = run(case, source, case.pos, tiny_models.sd15_conditioning(21))
+    assert torch.equal(ran["result"][0]["samples"], expected["samples"])
+    skipped = apg_node().execute(attributes=case.pos, **kw)
+    assert skipped["result"][0] is source and "identical" in skipped["ui"]["text"][0]
