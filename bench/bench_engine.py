@@ -8,7 +8,9 @@ One run, one model: a UNet with SD1.5's real dimensions (ComfyUI's detected SD1.
      and the reference implementation's 8N (analytical, method.md section 8).
   2. Wall time of each variant against the stock KSampler (same seed, 25 % box mask, after a warm-up).
   3. One FASA attention call against plain attention at SD1.5's 64x64 decoder shape.
-  4. Size of the stage-1 record (attn1 inputs "x", keys/values "kv", mask-compacted copies) against
+  4. APG (stage 4, gamma 0.5) on the replay result: its rows and wall time, and the whole pipeline
+     with APG against the baseline (issue target: <= 3x; the paper reports 3.5-4x).
+  5. Size of the stage-1 record (attn1 inputs "x", keys/values "kv", mask-compacted copies) against
      naive fp16 K/V, measured for this run and extrapolated analytically to SD1.5 512² / SDXL 1024².
 
 Usage: .venv/bin/python bench/bench_engine.py [--steps N] [--size PX] [--quick]
@@ -43,6 +45,7 @@ import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
 from timing import median_time, timed  # noqa: E402  (bench/timing.py)
 from freecure_core.attention import fasa_attention  # noqa: E402
+from freecure_core.comfy_bridge.apg import apg  # noqa: E402
 from freecure_core.comfy_bridge.probe import probe_sites  # noqa: E402
 from freecure_core.comfy_bridge.sampling import sample_foundation, sample_freecure  # noqa: E402
 from freecure_core.config import FASAConfig  # noqa: E402
@@ -200,9 +203,14 @@ def run_pipelines(base, args, mask):
         return sample_freecure(m_pd, m_fd, pos, neg, fd_pos, neg, latent, SEED, steps, CFG, SAMPLER, SCHEDULER,
                                1.0, fasa, kv=kv)
 
+    attr_pos = conditioning(4)  # APG: template = the FD prompt, attributes = another prompt (the expression words)
+
+    def stage4(steps, pd_latent):
+        return apg(m_fd, pd_latent, fd_pos, attr_pos, neg, SEED, steps, CFG, SAMPLER, SCHEDULER, gamma=0.5)
+
     t = time.perf_counter()  # warm-up: every code path once, 1 step
     baseline(1)
-    stage3(1, stage1(1, "x")[1])
+    stage4(1, stage3(1, stage1(1, "x")[1])[0])
     stage3(1, None)
     for c in (c_base, c_fd, c_pd):
         c.take()
@@ -226,6 +234,8 @@ def run_pipelines(base, args, mask):
             r["lock_pd_rows"], r["lock_fd_rows"] = c_pd.take(), c_fd.take()
             (_, kv_kv), r["s1kv_s"] = timed(lambda: stage1(n, "kv"))
             r["s1kv_rows"] = c_fd.take()
+            (apg_lat, r["apg_report"]), r["apg_s"] = timed(lambda: stage4(n, pd_rx))
+            r["apg_rows"] = c_fd.take()
     for key in ("base", "s1x", "s3x"):
         r[key + "_s"] = min(r[key])
     r.update(warm_s=warm, kv_x=kv_x, kv_kv=kv_kv, rep_x=rep_x, rep_lock=rep_lock)
@@ -234,6 +244,7 @@ def run_pipelines(base, args, mask):
         "lock_fd_eq_stage1": bool(torch.equal(fd_lock["samples"], fd_lat["samples"])),
         "replay_x_vs_lock": float((pd_rx["samples"] - pd_lock["samples"]).abs().max()),
         "fasa_effect": float((pd_rx["samples"] - base_lat["samples"]).abs().mean()),
+        "apg_ran": bool(r["apg_report"].get("ran")) and bool(torch.isfinite(apg_lat["samples"]).all()),
     }
     return r
 
@@ -276,7 +287,7 @@ def section_time(r, args):
         row("replay total (stage 1 + stage 3)", rep, r["s1x_rows"] + r["s3x_rows"]),
         row("lockstep stage 3: [PD; FD] paired", r["lock_s"], r["lock_pd_rows"] + r["lock_fd_rows"]),
         row("lockstep total (stage 1 + stage 3)", lock, r["s1x_rows"] + r["lock_pd_rows"] + r["lock_fd_rows"]),
-        row("stage 1 recording kv instead of x (for section 4)", r["s1kv_s"], r["s1kv_rows"]),
+        row("stage 1 recording kv instead of x (for section 5)", r["s1kv_s"], r["s1kv_rows"]),
     ]
     c = r["checks"]
     table(f"[2] Wall time, SD1.5-dimension UNet (859 M params, random weights, fp32 CPU), {args.size}x{args.size} px, "
@@ -287,6 +298,28 @@ def section_time(r, args):
           f"checks: outputs finite {c['finite']}; lockstep FD == stage-1 FD {c['lock_fd_eq_stage1']}; "
           f"max|PD replay - PD lockstep| {c['replay_x_vs_lock']:.1e}; mean|PD(FASA) - baseline| {c['fasa_effect']:.3f}")
     return base, rep, lock
+
+
+def section_apg(r, args):
+    n, base_rows, base = args.steps, r["base_rows"], r["base_s"]
+    k = r["apg_report"].get("inverted_steps")
+    replay_rows = r["s1x_rows"] + r["s3x_rows"] + r["s3x_fd_rows"]
+    replay_s = r["s1x_s"] + r["s3x_s"]
+    total_rows, total_s = replay_rows + r["apg_rows"], replay_s + r["apg_s"]
+    rows = [
+        ["APG alone (inversion cfg 1 + regeneration cfg %g)" % CFG, r["apg_rows"], f"{r['apg_rows'] / n:.1f}N",
+         f"{r['apg_s']:.1f}", f"{r['apg_s'] / base:.2f}x"],
+        ["replay FreeCure (stages 1 + 3), from [2]", replay_rows, f"{replay_rows / n:.1f}N", f"{replay_s:.1f}",
+         f"{replay_s / base:.2f}x"],
+        ["whole pipeline with APG (stages 1 + 3 + 4)", total_rows, f"{total_rows / n:.1f}N", f"{total_s:.1f}",
+         f"{total_s / base:.2f}x"],
+    ]
+    table(f"[4] APG, gamma 0.5: {k} of {n} steps inverted then regenerated (one run, same model and size as [2])",
+          ["variant", "rows", "per N", "s", "vs base"], rows,
+          f"baseline = stock KSampler, {base_rows} rows, {base:.1f} s. Inversion runs the template prompt at cfg 1 "
+          f"(ComfyUI skips the uncond row), so APG costs 3 x ceil(gamma N) rows. Target for the whole pipeline: <= 3x "
+          f"the baseline's wall time (paper: 3.5-4x). APG ran and is finite: {r['checks']['apg_ran']}")
+    return total_s
 
 
 def section_attention(args):
@@ -381,7 +414,7 @@ def section_store(r, mask, args):
          f"{r['rep_x']['compacted_bytes'] * FP16 / esize / naive:.2f}", fmt_bytes(sd15[3]), fmt_bytes(sdxl[3])],
     ]
     sites = ", ".join(f"L{lv}x{ch}" for lv, ch in layout)
-    table(f"[4] FD record size, reference layers, cond row only. Bench run: {args.size}² px, {evals} evals, "
+    table(f"[5] FD record size, reference layers, cond row only. Bench run: {args.size}² px, {evals} evals, "
           f"{len(layout)} sites, stored as {str(dtype).replace('torch.', '')} (measured)",
           ["store", "bench run (measured)", "/naive", "SD1.5 512² 30 st*", "SDXL 1024² 30 st*"], rows,
           f"* ANALYTICAL extrapolation, fp16 (as stored for an fp16 model): SD1.5 = this run's sites ({sites}; "
@@ -426,6 +459,7 @@ def main():
     section_rows(r, args.steps)
     t_base, t_rep, t_lock = section_time(r, args)
     t_def, t_sdpa, t_empty, t_fasa = section_attention(args)
+    t_apg_total = section_apg(r, args)
     sd15, sdxl = section_store(r, mask, args)
 
     n = args.steps
@@ -437,7 +471,8 @@ def main():
           f"{r['s1x_rows'] + r['lock_pd_rows'] + r['lock_fd_rows']}; 8N analytical).")
     print(f"- Wall time vs stock KSampler, SD1.5-size UNet (random weights, fp32, {torch.get_num_threads()}-thread CPU, "
           f"{args.size}², {n} steps): replay {t_rep / t_base:.2f}x (stage 1 {r['s1x_s'] / t_base:.2f}x + stage 3 "
-          f"{r['s3x_s'] / t_base:.2f}x), lockstep {t_lock / t_base:.2f}x.")
+          f"{r['s3x_s'] / t_base:.2f}x), lockstep {t_lock / t_base:.2f}x; with APG (gamma 0.5) "
+          f"{t_apg_total / t_base:.2f}x ({(r['s1x_rows'] + r['s3x_rows'] + r['apg_rows']) / n:.1f}N rows).")
     print(f"- One FASA attention call at SD1.5 64² (4096 tokens, 8x40 heads, 25% mask): {t_fasa * 1e3:.0f} ms vs "
           f"{t_empty * 1e3:.0f} ms with an empty mask and {t_def * 1e3:.0f} ms for ComfyUI's CPU default "
           f"({comfy_attention.optimized_attention.__name__}).")
