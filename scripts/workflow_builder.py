@@ -1,4 +1,4 @@
-"""Lays out FreeCure's identity example workflows (UI format, what the ComfyUI frontend saves) from short
+"""Lays out FreeCure's identity and APG example workflows (UI format, what the ComfyUI frontend saves) from short
 descriptions, and writes them to ``workflows/``.
 
     python scripts/workflow_builder.py            # rewrite every workflow described below
@@ -15,7 +15,12 @@ canvas) and writes LiteGraph "version 0.4" JSON as the existing workflows have i
 * ``inputs`` lists a node's sockets (inputs that are not widgets), optional ones with ``"shape": 7``;
 * ``widgets_values``: the widget inputs' values in definition order, with the frontend's
   "control_after_generate" value right after a seed (``42, "fixed"``) and the upload button's value after
-  Load Image's file (``"face.png", "image"``).
+  Load Image's file (``"face.png", "image"``);
+* a widget input fed by a link (``Graph.connect_widget``: e.g. a STRING output into CLIPTextEncode's text) is listed
+  after the sockets with ``"widget": {"name": ...}``, as the frontend saves it; its widget value stays in
+  ``widgets_values`` (the link wins when the prompt runs);
+* ``groups``: LiteGraph groups (``Graph.group``: title, color, members), each ``bounding`` [x, y, w, h] around its
+  member nodes (title bars included) with room for the group's own title; no other node may touch a group.
 
 Socket signatures come from ``SOCKETS`` below (written from the nodes' declarations: nodes/*.py for FreeCure,
 ComfyUI's nodes, tests/e2e/peer_nodes.py for the peer packs). tests/e2e/test_workflows_identity.py checks every
@@ -67,6 +72,9 @@ SOCKETS: dict[str, tuple[str, str]] = {
     "FreeCurePhotoMakerEncodePair": ("photomaker:PHOTOMAKER image:IMAGE clip:CLIP",
                                      "pd_conditioning:CONDITIONING fd_conditioning:CONDITIONING"),
     "FreeCureZeroFaceEmbeds": ("face_embeds:FACE_EMBEDS", "fd_face_embeds:FACE_EMBEDS"),
+    "FreeCureExpressionSplit": ("", "template:STRING attributes:STRING"),
+    "FreeCureAPG": ("model:MODEL samples:LATENT template:CONDITIONING attributes:CONDITIONING negative:CONDITIONING",
+                    "latent:LATENT"),
     # cubiq/ComfyUI_InstantID (InstantID.py)
     "InstantIDModelLoader": ("", "INSTANTID:INSTANTID"),
     "InstantIDFaceAnalysis": ("", "FACEANALYSIS:FACEANALYSIS"),
@@ -94,7 +102,7 @@ SIZES: dict[str, tuple[int, int]] = {
     "VAEDecode": (210, 46), "PreviewImage": (380, 400), "SaveImage": (400, 440), "LoadImage": (320, 360),
     "FreeCureFoundationSampler": (340, 420), "FreeCureSampler": (340, 470), "FreeCureFASAConfig": (340, 250),
     "FreeCureFaceParserLoader": (340, 130), "FreeCureFaceParse": (320, 122), "FreeCureAttributeMask": (380, 300),
-    "FreeCurePhotoMakerEncodePair": (420, 220),
+    "FreeCurePhotoMakerEncodePair": (420, 220), "FreeCureExpressionSplit": (420, 200), "FreeCureAPG": (340, 400),
 }
 NOTE_COLOR = ("#432", "#653")
 POSITIVE_COLOR = ("#232", "#353")
@@ -102,6 +110,9 @@ NEGATIVE_COLOR = ("#322", "#533")
 TITLE_H = 30   # LiteGraph draws the title bar above a node's pos
 GAP = 40       # free space between stacked nodes and between columns
 MARGIN = 20
+GROUP_PAD = 10      # space between a group's edge and its nodes
+GROUP_TITLE_H = 34  # a group's title bar (font size 24)
+GROUP_FONT = 24
 
 
 def _sockets(spec: str) -> list[tuple[str, str, bool]]:
@@ -128,6 +139,7 @@ class Node:
     pos: tuple[int, int] = (0, 0)
     in_links: dict = field(default_factory=dict)    # input name -> link id
     out_links: dict = field(default_factory=dict)   # output name -> [link ids]
+    widget_links: list = field(default_factory=list)  # widget inputs fed by a link, in connection order
 
     def slot(self, kind: str, name: str) -> int:
         sockets = self.inputs if kind == "input" else self.outputs
@@ -137,12 +149,20 @@ class Node:
         return names.index(name)
 
 
+@dataclass
+class Group:
+    title: str
+    color: str
+    members: list
+
+
 class Graph:
     """A UI workflow under construction: add() nodes into columns, connect() sockets, then to_json()."""
 
     def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.links: list[list] = []
+        self.groups: list[Group] = []
         self.band_no = 0
 
     def band(self) -> None:
@@ -150,20 +170,28 @@ class Graph:
         self.band_no += 1
 
     def add(self, ntype: str, *widgets, col: int, title: str | None = None, size: tuple[int, int] | None = None,
-            color: tuple[str, str] | None = None) -> Node:
+            color: tuple[str, str] | None = None, band: int | None = None) -> Node:
+        """A node in column `col` of the current band (or of an earlier `band`), below that cell's nodes."""
         ins, outs = SOCKETS[ntype]
         inputs, outputs = _sockets(ins), _sockets(outs)
         if size is None:
             size = SIZES.get(ntype) or (340, 20 + 22 * max(len(inputs), len(outputs), 1) + 26 * len(widgets))
-        node = Node(ntype, list(widgets), title, col, self.band_no, size, color, inputs, outputs,
+        node = Node(ntype, list(widgets), title, col, self.band_no if band is None else band, size, color, inputs,
+                    outputs, id=len(self.nodes) + 1)
+        self.nodes.append(node)
+        return node
+
+    def note(self, text: str, *, col: int, size: tuple[int, int] = (340, 200), band: int | None = None) -> Node:
+        node = Node("Note", [text], None, col, self.band_no if band is None else band, size, NOTE_COLOR, [], [],
                     id=len(self.nodes) + 1)
         self.nodes.append(node)
         return node
 
-    def note(self, text: str, *, col: int, size: tuple[int, int] = (340, 200)) -> Node:
-        node = Node("Note", [text], None, col, self.band_no, size, NOTE_COLOR, [], [], id=len(self.nodes) + 1)
-        self.nodes.append(node)
-        return node
+    def group(self, title: str, members: list[Node], color: str) -> Group:
+        """A LiteGraph group drawn around `members` (laid out in to_json)."""
+        grp = Group(title, color, list(members))
+        self.groups.append(grp)
+        return grp
 
     def connect(self, src: Node, output: str, dst: Node, inp: str) -> None:
         out_slot, in_slot = src.slot("output", output), dst.slot("input", inp)
@@ -177,6 +205,17 @@ class Graph:
         dst.in_links[inp] = link_id
         src.out_links.setdefault(output, []).append(link_id)
 
+    def connect_widget(self, src: Node, output: str, dst: Node, widget: str) -> None:
+        """Feed dst's widget input `widget` from src's output (the frontend's widget socket). The builder does not
+        know widget types: the input takes the output's type (the e2e tests check it against /object_info)."""
+        out_slot = src.slot("output", output)
+        if widget in [s[0] for s in dst.inputs]:
+            raise ValueError(f"{dst.type}.{widget} is a socket; use connect()")
+        typ = src.outputs[out_slot][1]
+        dst.inputs.append((widget, typ, False))
+        dst.widget_links.append(widget)
+        self.connect(src, output, dst, widget)
+
     # -------------------------------------------------------------------- layout and JSON
     def _layout(self) -> None:
         ncols = max(n.col for n in self.nodes) + 1
@@ -185,8 +224,8 @@ class Graph:
         for w in widths:
             xs.append(x)
             x += w + GAP
-        top = MARGIN
-        for band in range(self.band_no + 1):
+        top = MARGIN + (GROUP_TITLE_H + GROUP_PAD if self.groups else 0)
+        for band in range(max(n.band for n in self.nodes) + 1):
             members = [n for n in self.nodes if n.band == band]
             bottom = top
             for c in range(ncols):
@@ -213,7 +252,10 @@ class Graph:
              "mode": 0}
         inputs = []
         for name, typ, optional in n.inputs:
-            item = {"name": name, "type": typ, "link": n.in_links.get(name)}
+            item = {"name": name, "type": typ}
+            if name in n.widget_links:
+                item["widget"] = {"name": name}
+            item["link"] = n.in_links.get(name)
             if optional:
                 item["shape"] = 7
             inputs.append(item)
@@ -228,6 +270,31 @@ class Graph:
             d["color"], d["bgcolor"] = n.color
         return d
 
+    @staticmethod
+    def _box(n: Node) -> tuple[int, int, int, int]:
+        """A node's [x0, y0, x1, y1] on the canvas, title bar included."""
+        return n.pos[0], n.pos[1] - TITLE_H, n.pos[0] + n.size[0], n.pos[1] + n.size[1]
+
+    def _groups_json(self) -> list[dict]:
+        out = []
+        for k, grp in enumerate(self.groups, 1):
+            boxes = [self._box(n) for n in grp.members]
+            x0 = min(b[0] for b in boxes) - GROUP_PAD
+            y0 = min(b[1] for b in boxes) - GROUP_PAD - GROUP_TITLE_H
+            x1 = max(b[2] for b in boxes) + GROUP_PAD
+            y1 = max(b[3] for b in boxes) + GROUP_PAD
+            for n in self.nodes:
+                b = self._box(n)
+                if n not in grp.members and b[0] < x1 and x0 < b[2] and b[1] < y1 and y0 < b[3]:
+                    raise ValueError(f"group {grp.title!r} would take in node {n.id} ({n.type}); move it")
+            for other in out:
+                ox, oy, ow, oh = other["bounding"]
+                if ox < x1 and x0 < ox + ow and oy < y1 and y0 < oy + oh:
+                    raise ValueError(f"groups {other['title']!r} and {grp.title!r} overlap")
+            out.append({"id": k, "title": grp.title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": grp.color,
+                        "font_size": GROUP_FONT, "flags": {}})
+        return out
+
     def to_json(self) -> dict:
         for n in self.nodes:
             for name, _, optional in n.inputs:
@@ -240,7 +307,7 @@ class Graph:
             "last_link_id": len(self.links),
             "nodes": [self._node_json(n, order[n.id]) for n in self.nodes],
             "links": [list(l) for l in self.links],
-            "groups": [],
+            "groups": self._groups_json(),
             "config": {},
             "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}},
             "version": 0.4,
@@ -297,11 +364,16 @@ def _checkpoint_and_prompts(g: Graph, positive_text: str | None = PROMPT, ckpt: 
     return ckpt_node, pos, neg
 
 
-def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefix: str, first_col: int) -> None:
-    """Stages 1 and 3 in columns first_col.. of the current band, stage 2 in a new band below."""
+def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefix: str, first_col: int,
+                     result_title: str = "FreeCure result") -> dict:
+    """Stages 1 and 3 in columns first_col.. first_col + 3 of the current band, stage 2 in a new band below.
+
+    prefix: the stage-3 SaveImage's filename prefix, or None for a PreviewImage titled result_title instead.
+    Returns the nodes by name, and each stage's nodes under "stage1", "stage2", "stage3" (for groups).
+    """
     c = first_col
     latent = g.add("EmptyLatentImage", SIZE, SIZE, 1, col=c)
-    g.note(STAGE1_NOTE, col=c, size=(340, 150))
+    note1 = g.note(STAGE1_NOTE, col=c, size=(340, 150))
     fd = g.add("FreeCureFoundationSampler", SEED, "fixed", STEPS, CFG, "euler", "normal", 1.0, "cond", "reference",
                "", "auto", True, col=c, title="FreeCure Foundation Sampler (stage 1)")
     g.connect(br.model_fd[0], br.model_fd[1], fd, "model_fd")
@@ -314,7 +386,7 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     fd_preview = g.add("PreviewImage", col=c + 1, title="Foundation image (FD)")
     g.connect(fd_decode, "IMAGE", fd_preview, "images")
 
-    g.note(STAGE3_NOTE, col=c + 2, size=(340, 190))
+    note3 = g.note(STAGE3_NOTE, col=c + 2, size=(340, 190))
     pd = g.add("FreeCureSampler", SEED, "fixed", STEPS, CFG, "euler", "normal", 1.0, col=c + 2,
                title="FreeCure Sampler (stage 3)")
     for name, (node, out) in (("model_pd", br.model_pd), ("model_fd", br.model_fd), ("positive", br.positive),
@@ -326,13 +398,16 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     pd_decode = g.add("VAEDecode", col=c + 3)
     g.connect(pd, "pd_latent", pd_decode, "samples")
     g.connect(ckpt, "VAE", pd_decode, "vae")
-    save = g.add("SaveImage", prefix, col=c + 3, title="FreeCure result")
-    g.connect(pd_decode, "IMAGE", save, "images")
+    if prefix is None:
+        result = g.add("PreviewImage", col=c + 3, title=result_title)
+    else:
+        result = g.add("SaveImage", prefix, col=c + 3, title=result_title)
+    g.connect(pd_decode, "IMAGE", result, "images")
 
     g.band()
-    g.note(STAGE2_NOTE, col=0, size=(340, 250))
+    note2 = g.note(STAGE2_NOTE, col=0, size=(340, 250))
     loader = g.add("FreeCureFaceParserLoader", PARSER, "auto", "auto", col=1)
-    g.note("Stage 2 files (FreeCure never downloads them):\n" + PARSER_FILES, col=1, size=(340, 170))
+    files2 = g.note("Stage 2 files (FreeCure never downloads them):\n" + PARSER_FILES, col=1, size=(340, 170))
     parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=2)
     g.connect(loader, "face_parser", parse, "face_parser")
     g.connect(fd_decode, "IMAGE", parse, "image")
@@ -344,6 +419,11 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=5)
     g.connect(mask, "mask", fasa, "mask")
     g.connect(fasa, "fasa", pd, "fasa")
+    return {"latent": latent, "fd": fd, "fd_decode": fd_decode, "fd_preview": fd_preview, "pd": pd,
+            "pd_decode": pd_decode, "result": result, "mask": mask, "fasa": fasa,
+            "stage1": [latent, note1, fd, fd_decode, fd_preview],
+            "stage2": [note2, loader, files2, parse, mask, mask_preview, fasa],
+            "stage3": [note3, pd, pd_decode, result]}
 
 
 # ------------------------------------------------------------------------------------------ InstantID
@@ -459,6 +539,88 @@ def freecure_photomaker() -> dict:
                   negative=(neg, "CONDITIONING"), fd_positive=(pair, "fd_conditioning"),
                   fd_negative=(neg, "CONDITIONING"))
     _freecure_stages(g, ckpt, br, PHOTOMAKER_PROMPT, "FreeCure/photomaker", first_col=3)
+    return g.to_json()
+
+
+# ------------------------------------------------------------------------------------------ APG
+APG_PROMPT = "a photo of a woman laughing happily, with blonde curly hair, wearing sunglasses"
+# what FreeCure Expression Split gives for APG_PROMPT (the links carry it; these are the widgets' idle values)
+APG_TEMPLATE = "a photo of a woman, with blonde curly hair, wearing sunglasses"
+APG_GAMMA = 0.5
+GROUP_COLORS = {"prompt": "#88A", "stage1": "#3f789e", "stage2": "#8A8", "stage3": "#b06634", "stage4": "#a1309b"}
+APG_NOTE = ("Stage 4 - FreeCure APG (asymmetric prompt guidance) adds the expression, which no mask can localise. "
+            "It DDIM-inverts the stage-3 latent up the last ceil(gamma x steps) steps of the schedule (15 of 30 at "
+            "gamma 0.5) with the template prompt, then regenerates those steps with the whole prompt (template + "
+            "expression words) with the cfg and sampler set here. The identity is off: model = the foundation MODEL "
+            "(model_fd).\n\nWithout expression words the two prompts are identical and APG passes the stage-3 "
+            "image through unchanged; its text says whether it ran. gamma 0.5 as in the paper (0.5-0.6 works; "
+            "larger = stronger expression, less of the FreeCure image kept). Keep seed, steps, sampler and "
+            "scheduler equal to stages 1 and 3. Compare the result with the stage-3 preview.")
+
+
+def freecure_apg() -> dict:
+    g = Graph()
+    g.note(
+        "FreeCure + APG: all four stages from one prompt.\n\nType the prompt once, in FreeCure Expression Split. "
+        "Its 'attributes' output (the whole prompt) is encoded for stages 1 and 3 and is the Attribute Mask's "
+        "prompt; its 'template' (the prompt without the expression words) is encoded for APG. Stages 1-3 keep the "
+        "attributes (hair, glasses: FASA), stage 4 adds the expression (laughing, frowning: APG).\n\nIdentity: "
+        "this example runs with the checkpoint alone, so model_pd = model_fd and positive = fd_positive (stage 3 "
+        "is then the plain image with FASA). For a personalized face, put an identity adapter in front of FreeCure "
+        "Sampler: model_pd / positive / negative come from it, e.g. FreeCure InstantID Pair's pd_model / "
+        "pd_positive / pd_negative, while its fd_* outputs go to stage 1 and to model_fd / fd_positive / "
+        "fd_negative of stage 3 (see the freecure_instantid workflow). APG keeps the foundation MODEL.\n\n"
+        f"SDXL checkpoint, {SIZE}x{SIZE}, {STEPS} steps, cfg {CFG:g}; the same seed, sampler and scheduler in stages "
+        "1, 3 and 4.", col=0, size=(340, 520))
+    ckpt = g.add("CheckpointLoaderSimple", SDXL_CKPT, col=0)
+    g.note("Model files (FreeCure never downloads them):\n- SDXL checkpoint -> ComfyUI/models/checkpoints/ (an SD1.5 "
+           "checkpoint works too, at 512x512)\n" + PARSER_FILES, col=0, size=(340, 230))
+
+    split = g.add("FreeCureExpressionSplit", APG_PROMPT, True, col=1, title="Prompt (FreeCure Expression Split)",
+                  color=POSITIVE_COLOR)
+    prompt_note = g.note(
+        "Prompt - FreeCure Expression Split finds the expression words ('laughing happily', 'very angry looking', "
+        "'with a big smile'; negated ones such as 'not smiling' stay in both prompts) and shows them after a run. "
+        "template = the prompt without them, attributes = the whole prompt.\n\nThe links carry the text: the text "
+        "boxes of the two encoders and of the Attribute Mask are used only if you unplug those links (then keep "
+        "them equal to the prompt). keep_attributes on: the template keeps the hair and glasses words, so APG "
+        "changes only the expression.", col=1, size=(420, 230))
+    template = g.add("CLIPTextEncode", APG_TEMPLATE, col=1, title="Template prompt (APG inversion)", size=(420, 130))
+    g.connect(ckpt, "CLIP", template, "clip")
+    g.connect_widget(split, "template", template, "text")
+    attributes = g.add("CLIPTextEncode", APG_PROMPT, col=1, title="Prompt (stages 1-3, APG attributes)",
+                       size=(420, 130), color=POSITIVE_COLOR)
+    g.connect(ckpt, "CLIP", attributes, "clip")
+    g.connect_widget(split, "attributes", attributes, "text")
+    neg = g.add("CLIPTextEncode", NEGATIVE, col=1, title="Negative prompt", size=(420, 130), color=NEGATIVE_COLOR)
+    g.connect(ckpt, "CLIP", neg, "clip")
+
+    br = Branches(model_pd=(ckpt, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(attributes, "CONDITIONING"),
+                  negative=(neg, "CONDITIONING"), fd_positive=(attributes, "CONDITIONING"),
+                  fd_negative=(neg, "CONDITIONING"))
+    st = _freecure_stages(g, ckpt, br, APG_PROMPT, None, first_col=2, result_title="Stage 3 result (before APG)")
+    g.connect_widget(split, "attributes", st["mask"], "prompt")
+
+    c = 6  # stage 4 right of stage 3, in the first band
+    note4 = g.note(APG_NOTE, col=c, size=(340, 330), band=0)
+    apg = g.add("FreeCureAPG", SEED, "fixed", STEPS, CFG, "euler", "normal", APG_GAMMA, 1.0, 0, col=c, band=0,
+                title="FreeCure APG (stage 4)")
+    for src, out, inp in ((ckpt, "MODEL", "model"), (st["pd"], "pd_latent", "samples"),
+                          (template, "CONDITIONING", "template"), (attributes, "CONDITIONING", "attributes"),
+                          (neg, "CONDITIONING", "negative")):
+        g.connect(src, out, apg, inp)
+    apg_decode = g.add("VAEDecode", col=c + 1, band=0)
+    g.connect(apg, "latent", apg_decode, "samples")
+    g.connect(ckpt, "VAE", apg_decode, "vae")
+    save = g.add("SaveImage", "FreeCure/apg", col=c + 1, band=0, title="FreeCure + APG result")
+    g.connect(apg_decode, "IMAGE", save, "images")
+
+    g.group("Prompt (one prompt for all stages)", [split, prompt_note, template, attributes, neg],
+            GROUP_COLORS["prompt"])
+    g.group("Stage 1 \u2014 foundation", st["stage1"], GROUP_COLORS["stage1"])
+    g.group("Stage 2 \u2014 attribute mask", st["stage2"], GROUP_COLORS["stage2"])
+    g.group("Stage 3 \u2014 FASA", st["stage3"], GROUP_COLORS["stage3"])
+    g.group("Stage 4 \u2014 APG (expressions)", [note4, apg, apg_decode, save], GROUP_COLORS["stage4"])
     return g.to_json()
 
 
@@ -579,7 +741,8 @@ def freecure_peer_faceid() -> dict:
 
 
 WORKFLOWS = {f.__name__: f for f in (freecure_instantid, freecure_crossfaceid, freecure_photomaker,
-                                     freecure_peer_instantid, freecure_peer_pulid, freecure_peer_faceid)}
+                                     freecure_peer_instantid, freecure_peer_pulid, freecure_peer_faceid,
+                                     freecure_apg)}
 
 
 def render(workflow: dict) -> str:
