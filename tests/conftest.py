@@ -171,11 +171,62 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=15)
 
 
+def _server_env(root: pathlib.Path) -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
+                COMFYUI_PATH=str(root))
+
+
+def _launch_server(root: pathlib.Path, base: pathlib.Path, run_dir: pathlib.Path, env: dict,
+                   extra_args=()) -> ComfyServer:
+    """Start ``main.py --cpu`` (not waiting for it): models, custom nodes and input/ from ``base`` (its
+    extra_model_paths.yaml), output/, temp/, user/ and server.log under ``run_dir``."""
+    output_dir, temp_dir, user_dir = (run_dir / d for d in ("output", "temp", "user"))
+    for d in (output_dir, temp_dir, user_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch",
+           "--output-directory", str(output_dir), "--input-directory", str(base / "input"),
+           "--temp-directory", str(temp_dir), "--user-directory", str(user_dir),
+           "--database-url", "sqlite:///" + str(user_dir / "comfyui.db"),
+           "--extra-model-paths-config", str(base / "extra_model_paths.yaml"), *extra_args]
+    log_path = run_dir / "server.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=str(root), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    server = ComfyServer(proc, f"http://127.0.0.1:{port}", base, log_path, output_dir)
+    server.log_file = log
+    return server
+
+
+def _wait_ready(server: ComfyServer, t0: float) -> None:
+    """Wait until the server lists tests/e2e_pack's marker node; fails the test session otherwise."""
+    import requests
+    deadline = t0 + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            pytest.fail(f"ComfyUI exited early (rc={server.proc.returncode}):\n{server.log_tail()}")
+        try:
+            r = requests.get(f"{server.url}/object_info/{MARKER_NODE}", timeout=5)
+            if r.status_code == 200 and MARKER_NODE in r.json():
+                server.start_seconds = time.monotonic() - t0
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"ComfyUI not ready (no {MARKER_NODE} in /object_info) after "
+                f"{SERVER_START_TIMEOUT_S}s:\n{server.log_tail()}")
+
+
+def _shut_down(server: ComfyServer) -> None:
+    _stop(server.proc)
+    server.log_file.close()
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """Start ``main.py --cpu`` with this repo and tests/e2e_pack as custom nodes."""
     pytest.importorskip("requests")
-    import requests
     from support.comfy_env import comfy_root
 
     root = comfy_root()
@@ -185,14 +236,12 @@ def comfy_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("comfy_e2e")
     nodes_dir = tmp / "custom_nodes"
     ckpt_dir = tmp / "models" / "checkpoints"
-    output_dir, input_dir, temp_dir, user_dir = (tmp / d for d in ("output", "input", "temp", "user"))
-    for d in (nodes_dir, ckpt_dir, output_dir, input_dir, temp_dir, user_dir):
+    for d in (nodes_dir, ckpt_dir, tmp / "input"):
         d.mkdir(parents=True, exist_ok=True)
     (nodes_dir / "comfyui-freecure").symlink_to(REPO_ROOT, target_is_directory=True)
     (nodes_dir / "zz_freecure_e2e").symlink_to(TESTS_DIR / "e2e_pack", target_is_directory=True)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
-               COMFYUI_PATH=str(root))
+    env = _server_env(root)
     yaml_path = tmp / "extra_model_paths.yaml"
     yaml_path.write_text(
         "freecure_e2e:\n"
@@ -204,19 +253,8 @@ def comfy_server(tmp_path_factory):
         "    controlnet: models/controlnet\n"
         "    instantid: models/instantid\n")
 
-    port = _free_port()
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--disable-auto-launch",
-           "--output-directory", str(output_dir), "--input-directory", str(input_dir),
-           "--temp-directory", str(temp_dir), "--user-directory", str(user_dir),
-           "--database-url", "sqlite:///" + str(user_dir / "comfyui.db"),
-           "--extra-model-paths-config", str(yaml_path)]
-    log_path = tmp / "server.log"
-    log = open(log_path, "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=str(root), env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    server = ComfyServer(proc, f"http://127.0.0.1:{port}", tmp, log_path, output_dir)
+    server = _launch_server(root, tmp, tmp, env)
     try:
         # The checkpoint is written while the server boots (it lists checkpoints
         # per request, not at start-up); both must be done before tests run.
@@ -232,24 +270,23 @@ def comfy_server(tmp_path_factory):
                               env=env, capture_output=True, text=True, timeout=300)
         if make.returncode != 0:
             pytest.fail(f"make_identity_models.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
-        deadline = t0 + SERVER_START_TIMEOUT_S
-        ready = False
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited early (rc={proc.returncode}):\n{server.log_tail()}")
-            try:
-                r = requests.get(f"{server.url}/object_info/{MARKER_NODE}", timeout=5)
-                if r.status_code == 200 and MARKER_NODE in r.json():
-                    ready = True
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        if not ready:
-            pytest.fail(f"ComfyUI not ready (no {MARKER_NODE} in /object_info) after "
-                        f"{SERVER_START_TIMEOUT_S}s:\n{server.log_tail()}")
-        server.start_seconds = time.monotonic() - t0
+        _wait_ready(server, t0)
         yield server
     finally:
-        _stop(proc)
-        log.close()
+        _shut_down(server)
+
+
+@pytest.fixture(scope="session")
+def comfy_server_2(comfy_server, tmp_path_factory):
+    """A second server like ``comfy_server``, sharing its models, custom nodes and input/ (own output/, temp/,
+    user/); without API nodes, which the tests never use, so it starts faster.  For spreading prompts over two."""
+    from support.comfy_env import comfy_root
+    root = comfy_root()
+    run_dir = tmp_path_factory.mktemp("comfy_e2e_2")
+    t0 = time.monotonic()
+    server = _launch_server(root, comfy_server.tmp, run_dir, _server_env(root), extra_args=("--disable-api-nodes",))
+    try:
+        _wait_ready(server, t0)
+        yield server
+    finally:
+        _shut_down(server)

@@ -1,8 +1,9 @@
 """Helpers for the example workflows in ``workflows/``.
 
 * ``ui_to_api``: a UI-format workflow (what the ComfyUI frontend saves) to the API format ("prompt") that
-  ``POST /prompt`` takes, using ``/object_info`` to know each node's widget inputs.  ``workflows/api/`` holds the
-  committed result; tests check that the two never drift.
+  ``POST /prompt`` takes, using ``/object_info`` to know each node's widget inputs.  It lives in the package
+  (``freecure_core.workflow_format``, shared with the headless runner) and is re-exported here with its helpers.
+  ``workflows/api/`` holds the committed result; tests check that the two never drift.
 * prompt edits used by the e2e tests: find nodes, shrink a workflow for the tiny test checkpoint, keep only what an
   output node needs.
 
@@ -14,8 +15,21 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from freecure_core import workflow_format as _wf  # noqa: E402
+
+# the conversion and its helpers, re-exported (tests use wu.<name>)
+FRONTEND_ONLY, WIDGET_TYPES = _wf.FRONTEND_ONLY, _wf.WIDGET_TYPES
+MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = _wf.MODE_ALWAYS, _wf.MODE_NEVER, _wf.MODE_BYPASS
+_input_specs, _is_widget = _wf._input_specs, _wf._is_widget
+_has_control_widget, _has_upload_widget = _wf._has_control_widget, _wf._has_upload_widget
+node_types, ui_to_api = _wf.node_types, _wf.ui_to_api
+
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_DIR = WORKFLOWS_DIR / "api"
 WORKFLOW_NAMES = ("freecure_replay", "freecure_lockstep", "freecure_custom_sampler")  # drawn-mask workflows
@@ -27,11 +41,6 @@ APG_WORKFLOW_NAMES = ("freecure_apg",)  # the four stages, APG included, from on
 ALL_WORKFLOW_NAMES = (WORKFLOW_NAMES + ("freecure_face_parsing",) + IDENTITY_WORKFLOW_NAMES + PEER_WORKFLOW_NAMES
                       + APG_WORKFLOW_NAMES)
 SERVER_WORKFLOW_NAMES = tuple(n for n in ALL_WORKFLOW_NAMES if n not in PEER_WORKFLOW_NAMES)  # no peer packs needed
-
-# Frontend-only nodes: no backend class, nothing to execute.
-FRONTEND_ONLY = frozenset({"Note", "MarkdownNote"})
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -48,91 +57,6 @@ def write_api(name: str, prompt: dict) -> pathlib.Path:
     path = API_DIR / f"{name}.json"
     path.write_text(json.dumps(prompt, indent=2) + "\n")
     return path
-
-
-# ------------------------------------------------------------------------------------------ UI -> API
-def _input_specs(info: dict) -> list[tuple[str, list]]:
-    """(name, spec) of a node's inputs in definition order (required, then optional)."""
-    inputs = info["input"]
-    order = info.get("input_order") or {k: list(inputs.get(k, {})) for k in ("required", "optional")}
-    return [(name, inputs[group][name]) for group in ("required", "optional") for name in order.get(group, [])]
-
-
-def _is_widget(spec: list) -> bool:
-    kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
-
-
-def _has_control_widget(name: str, spec: list) -> bool:
-    """True where the frontend adds a 'control_after_generate' widget (fixed/increment/...) after this one."""
-    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if "control_after_generate" in opts:
-        return bool(opts["control_after_generate"])
-    return spec[0] == "INT" and name in ("seed", "noise_seed")
-
-
-def _has_upload_widget(spec: list) -> bool:
-    """True where the frontend adds an upload button after this combo (Load Image); its value ('image') is saved."""
-    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return bool(opts.get("image_upload"))
-
-
-def node_types(workflow: dict) -> set[str]:
-    return {n["type"] for n in workflow["nodes"]}
-
-
-def ui_to_api(workflow: dict, object_info: dict) -> dict:
-    """API-format prompt for a UI-format workflow.
-
-    object_info: ``/object_info`` of a server that has every node type used (all of it, or a dict holding at least
-    those entries).  Widget values are matched to the widget inputs in definition order, skipping the frontend's
-    control_after_generate values; links become ``[source_node_id, slot]``.  Note nodes and muted nodes are left out.
-    """
-    links = {l[0]: l for l in workflow.get("links", [])}
-    nodes = {n["id"]: n for n in workflow["nodes"]}
-    prompt = {}
-    for node in sorted(workflow["nodes"], key=lambda n: n["id"]):
-        ntype = node["type"]
-        if ntype in FRONTEND_ONLY or node.get("mode", MODE_ALWAYS) == MODE_NEVER:
-            continue
-        if node.get("mode", MODE_ALWAYS) == MODE_BYPASS:
-            raise NotImplementedError(f"node {node['id']} ({ntype}) is bypassed; not supported")
-        if ntype not in object_info:
-            raise KeyError(f"node {node['id']}: type {ntype!r} is not in /object_info")
-        info = object_info[ntype]
-        specs = _input_specs(info)
-        inputs: dict = {}
-
-        values = list(node.get("widgets_values") or [])
-        pos = 0
-        for name, spec in specs:
-            if not _is_widget(spec):
-                continue
-            if pos >= len(values):
-                raise ValueError(f"node {node['id']} ({ntype}): widgets_values has no value for {name!r}: {values}")
-            inputs[name] = values[pos]
-            pos += 1 + int(_has_control_widget(name, spec)) + int(_has_upload_widget(spec))
-        if pos != len(values):
-            raise ValueError(f"node {node['id']} ({ntype}): {len(values) - pos} widget value(s) left over: {values}")
-
-        known = {name for name, _ in specs}
-        for slot in node.get("inputs") or []:
-            if slot.get("link") is None:
-                continue
-            name = (slot.get("widget") or {}).get("name", slot["name"])
-            if name not in known:
-                raise KeyError(f"node {node['id']} ({ntype}) has no input {name!r}")
-            _, src, src_slot, dst, _, _ = links[slot["link"]]
-            assert dst == node["id"], f"link {slot['link']} does not end at node {node['id']}"
-            src_node = nodes[src]
-            if src_node["type"] in FRONTEND_ONLY or src_node.get("mode", MODE_ALWAYS) != MODE_ALWAYS:
-                raise NotImplementedError(f"node {node['id']}: input {name!r} comes from {src_node['type']} "
-                                          f"(mode {src_node.get('mode')}); not supported")
-            inputs[name] = [str(src), src_slot]
-
-        title = node.get("title") or info.get("display_name") or ntype
-        prompt[str(node["id"])] = {"inputs": inputs, "class_type": ntype, "_meta": {"title": title}}
-    return prompt
 
 
 # ------------------------------------------------------------------------------------------ prompt edits
