@@ -49,4 +49,28 @@ PY
   "$VENV/bin/pip" install -q $TORCH -r "$VENV/comfy-req.txt" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" 2>&1 | quiet
   echo "$STAMP" > "$VENV/.freecure-stamp"
 fi
+
+# Chromium for the browser test (tests/e2e/test_browser.py, driven by playwright from requirements-dev.txt): Debian's
+# package, installed when missing and apt is usable (root).  Otherwise the test fails saying how to install it, unless
+# FREECURE_SKIP_BROWSER=1 (then it is skipped); FREECURE_CHROMIUM names another binary.
+if [[ -n "${FREECURE_SKIP_BROWSER:-}" && "${FREECURE_SKIP_BROWSER}" != "0" ]]; then
+  echo "[bootstrap] FREECURE_SKIP_BROWSER=$FREECURE_SKIP_BROWSER: chromium not checked, the browser test will be skipped"
+elif [[ -n "${FREECURE_CHROMIUM:-}" ]] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+  :
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "[bootstrap] installing Debian's chromium for the browser test"
+  log=$(mktemp)
+  export DEBIAN_FRONTEND=noninteractive
+  apt_install() { apt-get install -y -q --no-install-recommends chromium >>"$log" 2>&1; }
+  if ! apt_install; then
+    if ! { apt-get update -q >>"$log" 2>&1 && apt_install; }; then
+      echo "[bootstrap] apt-get could not install chromium (the browser test will fail):"
+      tail -n 5 "$log"
+    fi
+  fi
+  rm -f "$log"
+else
+  echo "[bootstrap] no chromium, and it cannot be installed here (needs root and apt-get): install it" \
+       "(apt-get install chromium) or the browser test fails; FREECURE_SKIP_BROWSER=1 skips that test"
+fi
 echo "[bootstrap] ready: python=$VENV/bin/python comfyui=$COMFY"
