@@ -1,6 +1,7 @@
 # FreeCure for ComfyUI: the README's commands.
 #   make test   bootstrap .venv/ and .comfyui/ (pinned), then run every test
-#   make demo   run the whole pipeline on an embedded tiny model, writing images and a report to out/demo/
+#   make demo   run the face-parsing workflow headless (python -m freecure_core.run, embedded ComfyUI) on tiny
+#               models, writing images, the runner's record.json and a report to out/demo/
 #   make bench  print the engine's cost and speed figures (not a test)
 PY := .venv/bin/python
 

@@ -1,46 +1,112 @@
-"""`make demo`: the whole FreeCure pipeline on an embedded tiny model, in an in-process ComfyUI.
+"""`make demo`: the face-parsing FreeCure workflow run by the headless runner on tiny random models.
 
-Stage 1 samples the foundation branch (FD) and records its attention inputs; stage 2 (until the face
-parser exists) uses a drawn region as the attribute mask; stage 3 samples the personalized branch
-(PD) with FASA by replay, and again in lockstep and without FASA for comparison. Writes PNGs and a
-JSON report. The tiny model has random weights, so the pictures are noise-like: the demo shows the
-plumbing, the invariants and the costs, not image quality.
+Writes the tests' tiny SD1.5 checkpoint, random BiSeNet parser and stand-in face detector to a temporary models
+folder, then runs ``python -m freecure_core.run workflows/freecure_face_parsing.json`` in an embedded ComfyUI (CPU)
+with ``--set`` for those models, the size, steps and seed, and a two-value ``--sweep`` of the Attribute Mask prompt:
+the foundation prompt (hair and glasses masked: FASA on) and a prompt with no attribute (empty mask: FreeCure
+samples without FASA).  Writes the runner's images and record.json, friendly copies of the four pictures and a
+report.json with the checks below.  The tiny model has random weights, so the pictures are noise-like: the demo
+shows the plumbing (stage 1 -> face parsing -> attribute mask -> FASA -> stage 3, all from the example workflow),
+not image quality.  The engine's bit-level invariants (no-FASA run == KSampler, lockstep == replay) need graphs
+the example workflow does not have; tests/bridge/test_invariants.py checks them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support.comfy_env import import_comfy  # noqa: E402
-
-import_comfy()
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import comfy.sd  # noqa: E402
-import nodes as comfy_nodes  # noqa: E402
-from support import tiny_models  # noqa: E402
-from support.pack_loader import pack_nodes  # noqa: E402
-
-PD_PROMPT = "a photo of a woman with blonde curly hair, wearing sunglasses"
-FD_PROMPT = "a photo of a woman with blonde curly hair, wearing sunglasses"
-NEGATIVE = "blurry, low quality"
+TESTS = ROOT / "tests"
+WORKFLOW = ROOT / "workflows" / "freecure_face_parsing.json"
+FD_PROMPT = "close-up portrait photo of a woman with blonde curly hair, wearing sunglasses"  # the workflow's
+NO_ATTRIBUTE_PROMPT = "a photo"
 
 
-def save_image(images: torch.Tensor, path: pathlib.Path) -> str:
-    """Save an IMAGE (B,H,W,3 in 0..1), contrast-stretched for display (random-weight VAE output is dim)."""
-    img = images[0].float()
-    img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
-    Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(path)
-    return path.name
+def write_models(base: pathlib.Path, env: dict) -> None:
+    """The tests' tiny checkpoint and parsing models under base/models (two writers, run side by side)."""
+    ckpt = base / "models" / "checkpoints" / "tiny_sd15.safetensors"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [subprocess.Popen([sys.executable, str(TESTS / "e2e" / "make_ckpt.py"), str(ckpt)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen([sys.executable, str(TESTS / "e2e" / "make_parsing_models.py"), str(base)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    for job in jobs:
+        log, _ = job.communicate(timeout=600)
+        if job.returncode != 0:
+            sys.exit(f"demo: {' '.join(job.args[1:2])} failed:\n{log}")
+    (base / "extra_model_paths.yaml").write_text(
+        "freecure_demo:\n"
+        f"    base_path: {json.dumps(str(base))}\n"
+        "    checkpoints: models/checkpoints\n"
+        "    face_parsing: models/face_parsing\n"
+        "    insightface: models/insightface\n")
+
+
+def runner_command(args, base: pathlib.Path, out: pathlib.Path) -> list[str]:
+    sets = ["CheckpointLoaderSimple.ckpt_name=tiny_sd15.safetensors",
+            "FreeCureFaceParserLoader.parser=tiny_bisenet.safetensors", "FreeCureFaceParserLoader.device=cpu",
+            f"EmptyLatentImage.width={args.width}", f"EmptyLatentImage.height={args.height}",
+            f"*.steps={args.steps}", f"*.seed={args.seed}"]
+    cmd = [sys.executable, "-m", "freecure_core.run", str(WORKFLOW.relative_to(ROOT)), "--cpu",
+           "--extra-model-paths", str(base / "extra_model_paths.yaml"),
+           "--custom-nodes", str(TESTS / "e2e_pack"),  # registers the tiny model configs for CheckpointLoaderSimple
+           "--out", str(out)]
+    for spec in sets:
+        cmd += ["--set", spec]
+    return cmd + ["--sweep", "FreeCureAttributeMask.prompt=" + json.dumps([FD_PROMPT, NO_ATTRIBUTE_PROMPT])]
+
+
+def _node(entry: dict, class_type: str, title_word: str = "") -> str:
+    (nid,) = [k for k, v in entry["prompt"].items()
+              if v["class_type"] == class_type and title_word in v.get("_meta", {}).get("title", "")]
+    return nid
+
+
+def _pixels(path: pathlib.Path):
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64), im.size
+
+
+def report_from(record: dict, out: pathlib.Path, args) -> dict:
+    """Friendly copies of the pictures and the checks, from the runner's record."""
+    with_fasa, without_fasa = record["prompts"]
+    first = lambda entry, nid: out / entry["outputs"][nid][0]["file"]  # noqa: E731
+    result, fd = _node(with_fasa, "SaveImage"), _node(with_fasa, "PreviewImage", "Foundation")
+    mask = _node(with_fasa, "PreviewImage", "mask")
+    files = {"fd_image": "fd_image.png", "mask": "mask.png", "pd_with_fasa": "pd_with_fasa.png",
+             "pd_without_fasa": "pd_without_fasa.png"}
+    for key, entry, nid in (("fd_image", with_fasa, fd), ("mask", with_fasa, mask),
+                            ("pd_with_fasa", with_fasa, result), ("pd_without_fasa", without_fasa, result)):
+        shutil.copyfile(first(entry, nid), out / files[key])
+    (on, size), (off, _) = _pixels(out / files["pd_with_fasa"]), _pixels(out / files["pd_without_fasa"])
+    mask_node = _node(with_fasa, "FreeCureAttributeMask")
+    text_on, text_off = with_fasa["texts"][mask_node][0], without_fasa["texts"][mask_node][0]
+    sizes = {_pixels(out / name)[1] for entry in record["prompts"] for name in entry["files"]}
+    return {
+        "workflow": str(WORKFLOW.relative_to(ROOT)),
+        "size": [args.width, args.height], "steps": args.steps, "seed": args.seed,
+        "files": files,
+        "runner_record": "record.json",
+        "mask_text": {"with_fasa": text_on, "without_fasa": text_off},
+        "seconds": {"with_fasa": with_fasa["seconds"], "without_fasa": without_fasa["seconds"]},
+        "checks": {
+            "all_prompts_succeeded": record["status"] == "success",
+            "images_have_the_requested_size": sizes == {(args.width, args.height)} and size == (args.width,
+                                                                                                args.height),
+            "mask_names_hair_and_glasses": "hair" in text_on and "glasses" in text_on,
+            "empty_mask_is_reported": "mask is empty" in text_off,
+            "fasa_changes_pd_mean_abs": float(abs(on - off).mean()),
+        },
+    }
 
 
 def main():
@@ -51,77 +117,29 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = pathlib.Path(args.out).resolve()
     t0 = time.perf_counter()
-
-    tiny_models.register_tiny_sd15()
-    ckpt = tiny_models.write_tiny_sd15_checkpoint(out / "tiny_sd15.safetensors")
-    model, clip, vae = comfy.sd.load_checkpoint_guess_config(ckpt, output_vae=True, output_clip=True)[:3]
-    encode = lambda text: comfy_nodes.CLIPTextEncode().encode(clip, text)[0]
-    pos, fd_pos, neg = encode(PD_PROMPT + ", identity"), encode(FD_PROMPT), encode(NEGATIVE)
-    latent = comfy_nodes.EmptyLatentImage().generate(args.width, args.height, 1)[0]
-    node = pack_nodes("freecure_pack")
-    common = dict(seed=args.seed, steps=args.steps, cfg=6.0, sampler_name="euler", scheduler="normal",
-                  latent_image=latent, denoise=1.0)
-    timings, report = {}, {"prompt_pd": PD_PROMPT + ", identity", "prompt_fd": FD_PROMPT, "size": [args.width, args.height],
-                           "steps": args.steps, "seed": args.seed}
-
-    t = time.perf_counter()
-    fd_latent, kv = node["FreeCureFoundationSampler"].execute(
-        model_fd=model, positive=fd_pos, negative=neg, record="cond", layers="reference", custom_layers="",
-        store="auto", offload_kv=True, **common).result
-    timings["stage1_foundation_s"] = time.perf_counter() - t
-    fd_image = vae.decode(fd_latent["samples"])
-
-    # Stage 2 stand-in: a drawn region over the top of the head (hair) until face parsing lands.
-    mask = torch.zeros(1, args.height, args.width)
-    mask[:, : args.height * 3 // 8, args.width // 4: args.width * 3 // 4] = 1
-    fasa = node["FreeCureFASAConfig"].execute(mask=mask, omega=-1.0, layers="reference", custom_layers="",
-                                              start_percent=0.0, end_percent=1.0, uncond_blend=0.0,
-                                              mask_resample="nearest").result[0]
-    empty = node["FreeCureFASAConfig"].execute(mask=torch.zeros_like(mask), omega=-1.0, layers="reference",
-                                               custom_layers="", start_percent=0.0, end_percent=1.0,
-                                               uncond_blend=0.0, mask_resample="nearest").result[0]
-    pair = dict(model_pd=model, model_fd=model, positive=pos, negative=neg, fd_positive=fd_pos, fd_negative=neg)
-
-    t = time.perf_counter()
-    pd_replay = node["FreeCureSampler"].execute(fasa=fasa, kv=kv, **pair, **common).result[0]
-    timings["stage3_replay_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pd_lockstep, fd_lockstep = node["FreeCureSampler"].execute(fasa=fasa, **pair, **common).result
-    timings["stage3_lockstep_s"] = time.perf_counter() - t
-    pd_plain = node["FreeCureSampler"].execute(fasa=empty, kv=kv, **pair, **common).result[0]
-    t = time.perf_counter()
-    ksampler = comfy_nodes.common_ksampler(model, args.seed, args.steps, 6.0, "euler", "normal", pos, neg, latent)[0]
-    timings["baseline_ksampler_s"] = time.perf_counter() - t
-
-    files = {
-        "fd_image": save_image(fd_image, out / "fd_image.png"),
-        "mask": save_image(mask[..., None].expand(-1, -1, -1, 3), out / "mask.png"),
-        "pd_with_fasa": save_image(vae.decode(pd_replay["samples"]), out / "pd_with_fasa.png"),
-        "pd_without_fasa": save_image(vae.decode(pd_plain["samples"]), out / "pd_without_fasa.png"),
-    }
-    report.update(
-        files=files,
-        kv_store=repr(kv),
-        timings_s={k: round(v, 3) for k, v in timings.items()},
-        checks={
-            "pd_without_fasa_bit_identical_to_ksampler": bool(torch.equal(pd_plain["samples"], ksampler["samples"])),
-            "lockstep_fd_bit_identical_to_stage1": bool(torch.equal(fd_lockstep["samples"], fd_latent["samples"])),
-            "replay_vs_lockstep_max_abs_diff": float((pd_replay["samples"] - pd_lockstep["samples"]).abs().max()),
-            "fasa_changes_pd_mean_abs": float((pd_replay["samples"] - pd_plain["samples"]).abs().mean()),
-        },
-        total_s=round(time.perf_counter() - t0, 2),
-    )
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is faster
+    with tempfile.TemporaryDirectory(prefix="freecure-demo-") as tmp:
+        base = pathlib.Path(tmp)
+        write_models(base, env)
+        models_s = time.perf_counter() - t0
+        cmd = runner_command(args, base, out)
+        print("demo:", " ".join(cmd[1:]), flush=True)
+        proc = subprocess.run(cmd, cwd=str(ROOT), env=env)
+    record = json.loads((out / "record.json").read_text())
+    if proc.returncode != 0 or len(record["prompts"]) != 2:
+        sys.exit(f"demo: the runner failed (exit {proc.returncode}); see {out / 'record.json'}")
+    report = report_from(record, out, args)
+    report.update(command=["python"] + cmd[1:], models_s=round(models_s, 2), total_s=round(time.perf_counter() - t0, 2))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("files", "mask_text", "checks", "total_s")}, indent=2))
     ok = report["checks"]
-    if not (ok["pd_without_fasa_bit_identical_to_ksampler"] and ok["lockstep_fd_bit_identical_to_stage1"]
-            and ok["replay_vs_lockstep_max_abs_diff"] < 1e-4 and ok["fasa_changes_pd_mean_abs"] > 0):
-        sys.exit("demo: an invariant failed, see the report")
+    if not (ok["all_prompts_succeeded"] and ok["images_have_the_requested_size"] and ok["mask_names_hair_and_glasses"]
+            and ok["empty_mask_is_reported"] and ok["fasa_changes_pd_mean_abs"] > 0):
+        sys.exit("demo: a check failed, see the report")
 
 
 if __name__ == "__main__":
-    with torch.inference_mode():  # as ComfyUI runs nodes
-        main()
+    main()
