@@ -251,7 +251,8 @@ def comfy_server(tmp_path_factory):
         "    face_parsing: models/face_parsing\n"
         "    insightface: models/insightface\n"
         "    controlnet: models/controlnet\n"
-        "    instantid: models/instantid\n")
+        "    instantid: models/instantid\n"
+        "    photomaker: models/photomaker\n")
 
     t0 = time.monotonic()
     server = _launch_server(root, tmp, tmp, env)

@@ -3,6 +3,10 @@ ROOT/models/checkpoints/tiny_sdxl.safetensors (tiny SDXL UNet + tiny CLIP + rand
 which tests/e2e_pack registers), ROOT/models/controlnet/tiny_identitynet.safetensors (a ControlNet for it),
 ROOT/models/instantid/tiny_instantid.safetensors (an InstantID adapter in the real flat key layout, one layer
 per attn2 site of the tiny SDXL) and the stand-in ArcFace ROOT/models/insightface/models/antelopev2/glintr100.onnx.
+For PhotoMaker (2048-wide SDXL text embeddings) it also writes ROOT/models/checkpoints/tiny_sdxl_2048.safetensors (the
+tiny SDXL UNet layout with SDXL's context and ADM widths, SDXL's real text encoders shrunk to 3 layers, random TAESD;
+loads with TinySDXL2048) and ROOT/models/photomaker/tiny_photomaker.bin (PhotoMaker v1's id-encoder layout with a
+1-layer vision tower; loads with the VISION_CONFIG_DICT tests/e2e_pack shrinks).
 Run it after make_parsing_models.py (which writes the pack's detector)."""
 import pathlib
 import sys
@@ -15,7 +19,7 @@ from support.comfy_env import import_comfy  # noqa: E402
 
 import_comfy()
 
-from support import tiny_instantid, tiny_models  # noqa: E402
+from support import tiny_instantid, tiny_models, tiny_photomaker  # noqa: E402
 from support.onnx_recognizer import add_recognizer_to_pack  # noqa: E402
 
 from freecure_core.comfy_bridge.instantid import adapter_sites  # noqa: E402
@@ -24,6 +28,8 @@ from freecure_core.comfy_bridge.probe import attn2_module  # noqa: E402
 SDXL_CKPT = "tiny_sdxl.safetensors"
 IDENTITYNET = "tiny_identitynet.safetensors"
 ADAPTER = "tiny_instantid.safetensors"
+SDXL_2048_CKPT = "tiny_sdxl_2048.safetensors"
+PHOTOMAKER = "tiny_photomaker.bin"
 
 
 def main(root: pathlib.Path) -> None:
@@ -38,6 +44,8 @@ def main(root: pathlib.Path) -> None:
     (models / "instantid").mkdir(parents=True, exist_ok=True)
     tiny_instantid.write_instantid_safetensors(models / "instantid" / ADAPTER, state)
     add_recognizer_to_pack(models / "insightface" / "models" / "antelopev2")
+    tiny_models.write_tiny_sdxl_2048_checkpoint(models / "checkpoints" / SDXL_2048_CKPT, seed=7)
+    tiny_photomaker.write_tiny_photomaker(models / "photomaker" / PHOTOMAKER, seed=8)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,27 @@ Loaded by the e2e server fixture (tests/conftest.py) as ``custom_nodes/zz_freecu
 At import it registers the tiny SD1.5 model config at the front of
 ``comfy.supported_models.models`` so the *stock* CheckpointLoaderSimple can load
 ``tiny_sd15.safetensors`` (written by tests/e2e/make_ckpt.py), and the tiny SDXL config for
-``tiny_sdxl.safetensors`` and its ControlNet (tests/e2e/make_identity_models.py).
+``tiny_sdxl.safetensors`` and its ControlNet (tests/e2e/make_identity_models.py), and TinySDXL2048 (the tiny SDXL
+UNet layout with SDXL's 2048-wide context and SDXL's real tokenizers + SDXLClipModel, towers shrunk to 3 layers) for
+``tiny_sdxl_2048.safetensors``.
+
+Test-only size reduction of ComfyUI's own PhotoMaker class: ComfyUI's PhotoMakerLoader always builds
+``PhotoMakerIDEncoder``, whose vision tower is the full CLIP ViT-L/14 from the module constant
+``comfy_extras.nodes_photomaker.VISION_CONFIG_DICT`` (~300 M parameters). This pack replaces that constant with a
+copy shrunk to a 1-layer tower with a narrow MLP (tests/support/tiny_photomaker.py ``TINY_VISION_TOWER``); hidden
+size, image and patch size stay, so the real projections (1024 -> 768, 1024 -> 1280) and FuseModule(2048) are built
+unchanged and the stock loader reads ``models/photomaker/tiny_photomaker.bin`` (make_identity_models.py). Like the
+tiny model configs, this only makes the test models loadable; no node's code is replaced. The encoder reads the
+constant when it is constructed, so every loaded copy of the module is patched: now (ComfyUI loads comfy_extras
+before custom nodes, under the file's path as module name) and again before each queued prompt, for a copy
+imported after this pack.
 
 It also defines one harmless node, ``FreeCureE2EMarker``: the fixture waits for it
 in /object_info, which proves this pack imported and registered without error.
 """
 import importlib
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -32,6 +46,49 @@ def _load_support():
 tiny_models = _load_support()
 tiny_models.register_tiny_sd15()
 tiny_models.register_tiny_sdxl()
+tiny_models.register_tiny_sdxl_2048()
+tiny_photomaker = importlib.import_module(_SUPPORT_NAME + ".tiny_photomaker")
+
+_SHRUNK = "_freecure_e2e_tiny_vision_tower"  # marks a patched nodes_photomaker module
+
+
+def _photomaker_modules():
+    """Every loaded copy of comfy_extras/nodes_photomaker.py (ComfyUI names its copy by the file's path;
+    ``import comfy_extras.nodes_photomaker`` makes another)."""
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if (os.path.basename(path) == "nodes_photomaker.py"
+                and os.path.basename(os.path.dirname(path)) == "comfy_extras"
+                and hasattr(module, "PhotoMakerIDEncoder")
+                and isinstance(getattr(module, "VISION_CONFIG_DICT", None), dict)):
+            yield module
+
+
+def shrink_photomaker_vision_tower() -> int:
+    """Set VISION_CONFIG_DICT of every loaded, not yet patched nodes_photomaker copy to the tiny tower; returns how
+    many were patched now (idempotent)."""
+    patched = 0
+    for module in _photomaker_modules():
+        if not getattr(module, _SHRUNK, False):
+            module.VISION_CONFIG_DICT = tiny_photomaker.tiny_vision_config(module.VISION_CONFIG_DICT)
+            setattr(module, _SHRUNK, True)
+            patched += 1
+    return patched
+
+
+def _on_prompt(json_data):
+    shrink_photomaker_vision_tower()
+    return json_data
+
+
+shrink_photomaker_vision_tower()
+try:  # the HTTP server; the headless runner's stand-in has no prompt handlers (it loads comfy_extras first too)
+    from server import PromptServer
+    _add_handler = getattr(getattr(PromptServer, "instance", None), "add_on_prompt_handler", None)
+except ImportError:
+    _add_handler = None
+if _add_handler is not None:
+    _add_handler(_on_prompt)
 
 
 class FreeCureE2EMarker:

@@ -14,6 +14,9 @@ sdxl_conditioning(seed, width, height, batch=1)  CONDITIONING list for the tiny 
 tiny_sd15_checkpoint_state_dict(seed=0)     {key: tensor} for CheckpointLoaderSimple
 write_tiny_sd15_checkpoint(path, seed=0)    save that as safetensors
 register_tiny_sd15()                        put TinySD15 first in supported_models.models
+register_tiny_sdxl_2048()                   put TinySDXL2048 first (SDXL's real 2048-wide text encoders, 3 layers)
+build_tiny_sdxl_2048(seed=0) -> ModelPatcher  the tiny SDXL UNet layout with context 2048 and ADM 2816
+write_tiny_sdxl_2048_checkpoint(path, seed=0) its single-file SDXL checkpoint (fp16) for CheckpointLoaderSimple
 """
 from __future__ import annotations
 
@@ -348,3 +351,90 @@ def tiny_sdxl_controlnet_state_dict(seed: int = 0) -> dict:
 
 def write_tiny_sdxl_controlnet(path, seed: int = 0) -> str:
     return _save(path, tiny_sdxl_controlnet_state_dict(seed), "tiny_sdxl_controlnet")
+
+
+# ----------------------------------------------------------------------------- SDXL with SDXL's real text encoders
+# A second tiny SDXL for what needs SDXL's real 2048-wide text embeddings (PhotoMaker v1 fuses CLIP-L 768 + CLIP-G
+# 1280): the tiny SDXL UNet layout with SDXL's context and ADM widths, and SDXL's real tokenizers and SDXLClipModel
+# with each text tower shrunk to 3 layers and a narrow MLP (ComfyUI's `<clip_name>_model_config` model option).
+# Widths, heads and the 49408-token vocabularies stay real; the vocabularies are most of the CLIP's ~130 M params.
+SDXL_TEXT_DIM = 768 + 1280          # SDXL context: CLIP-L penultimate + CLIP-G penultimate
+SDXL_POOLED_DIM = 1280              # CLIP-G projected pooled output
+# 3 layers: SDXL reads the penultimate hidden state, and ComfyUI asserts |layer_idx| < layers.
+TINY_SDXL_TEXT_TOWER = {"num_hidden_layers": 3, "intermediate_size": 128}
+TINY_SDXL_2048_UNET = dict(TINY_SDXL_UNET, context_dim=SDXL_TEXT_DIM, adm_in_channels=SDXL_POOLED_DIM + SDXL_ADM_EXTRA)
+
+
+@functools.lru_cache(maxsize=None)
+def _sdxl_2048_classes():
+    comfy = _comfy()
+    import comfy.sdxl_clip
+    sm = comfy.supported_models
+    smb = comfy.supported_models_base
+
+    class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
+        """ComfyUI's SDXLClipModel (CLIP-L + CLIP-G) with both towers shrunk to TINY_SDXL_TEXT_TOWER."""
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            model_options = {**model_options, "clip_l_model_config": dict(TINY_SDXL_TEXT_TOWER),
+                             "clip_g_model_config": dict(TINY_SDXL_TEXT_TOWER)}
+            super().__init__(device=device, dtype=dtype, model_options=model_options)
+
+    class TinySDXL2048(sm.SDXL):
+        """Matched only by the tiny UNet layout (model_channels 32) with SDXL's context 2048 and ADM 2816; the
+        checkpoint's CLIP is in SDXL's single-file layout and SDXL.process_clip_state_dict converts it."""
+        unet_config = {k: TINY_SDXL_2048_UNET[k] for k in _MATCH_KEYS}
+        unet_extra_config = {"num_heads": -1, "num_head_channels": 32}
+        supported_inference_dtypes = [torch.float32]
+
+        def clip_target(self, state_dict={}):
+            return smb.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClipModel)
+
+    TinySDXLClipModel.__qualname__ = TinySDXLClipModel.__name__
+    TinySDXL2048.__qualname__ = TinySDXL2048.__name__
+    return {"TinySDXL2048": TinySDXL2048, "TinySDXLClipModel": TinySDXLClipModel}
+
+
+def tiny_sdxl_2048_config_class():
+    return _sdxl_2048_classes()["TinySDXL2048"]
+
+
+def tiny_sdxl_clip_model_class():
+    """SDXLClipModel with 3-layer towers at the real widths: conds (B, 77, 2048), pooled (B, 1280)."""
+    return _sdxl_2048_classes()["TinySDXLClipModel"]
+
+
+def register_tiny_sdxl_2048() -> None:
+    """Insert TinySDXL2048 at the front of ``comfy.supported_models.models`` (idempotent; only its tiny layout
+    matches: real SDXL checkpoints have model_channels 320)."""
+    _register(tiny_sdxl_2048_config_class())
+
+
+def build_tiny_sdxl_2048(seed: int = 0):
+    """The tiny SDXL UNet of ``build_tiny_sdxl`` (70 transformer blocks) with context 2048 and ``y`` 2816 wide."""
+    return _build(tiny_sdxl_2048_config_class(), TINY_SDXL_2048_UNET, seed, gain=0.5)
+
+
+def tiny_sdxl_2048_checkpoint_state_dict(seed: int = 0) -> dict:
+    """Single-file SDXL layout for the stock CheckpointLoaderSimple (with TinySDXL2048 registered), all fp16 like
+    released SDXL checkpoints: ``model.diffusion_model.*``, ``conditioner.embedders.0.transformer.*`` (CLIP-L),
+    ``conditioner.embedders.1.model.*`` (CLIP-G in the open_clip layout, written by ComfyUI's own
+    SDXL.process_clip_state_dict_for_saving) and ``first_stage_model.taesd_*`` (random TAESD)."""
+    comfy = _comfy()
+    import comfy.taesd.taesd
+
+    patcher = build_tiny_sdxl_2048(seed)
+    sd = {"model.diffusion_model." + k: v.half() for k, v in patcher.model.diffusion_model.state_dict().items()}
+    clip = tiny_sdxl_clip_model_class()(device="cpu", dtype=torch.float32)
+    init_weights_(clip, seed=seed + 1)
+    config = tiny_sdxl_2048_config_class()(dict(TINY_SDXL_2048_UNET))
+    for k, v in config.process_clip_state_dict_for_saving(clip.state_dict()).items():
+        sd[k] = v.half() if v.is_floating_point() else v
+    vae = comfy.taesd.taesd.TAESD(latent_channels=4)
+    init_weights_(vae, seed=seed + 2)
+    for k, v in vae.state_dict().items():
+        sd["first_stage_model." + k] = v.half()
+    return {k: v.detach().contiguous().clone() for k, v in sd.items()}
+
+
+def write_tiny_sdxl_2048_checkpoint(path, seed: int = 0) -> str:
+    return _save(path, tiny_sdxl_2048_checkpoint_state_dict(seed), "tiny_sdxl_2048")
