@@ -17,7 +17,6 @@ The API copy in workflows/api/ is checked with the other workflows in test_serve
 from __future__ import annotations
 
 import itertools
-import json
 import pathlib
 import sys
 
@@ -95,8 +94,7 @@ def _small(server, prefix: str, prompt: str | None = None) -> tuple[dict, dict]:
     """The API workflow for the test server (tiny checkpoint and parser, 64x64, 6 steps, CPU parser) with a
     SaveImage added for the stage-3 image. Returns (prompt, node ids)."""
     p = wu.shrink(wu.load_api(NAME), server.checkpoint, SIZE, SIZE, STEPS, prefix=prefix + "/apg")
-    loader = p[wu.only_node(p, "FreeCureFaceParserLoader")]["inputs"]
-    loader["parser"], loader["device"] = PARSER, "cpu"
+    wu.use_tiny_parser(p, PARSER)
     ids = {k: wu.only_node(p, t) for k, t in (("split", "FreeCureExpressionSplit"), ("apg", "FreeCureAPG"),
                                                 ("pd", "FreeCureSampler"), ("mask", "FreeCureAttributeMask"),
                                                 ("save", "SaveImage"))}
@@ -107,9 +105,7 @@ def _small(server, prefix: str, prompt: str | None = None) -> tuple[dict, dict]:
     return p, ids
 
 
-def _ok(entry: dict) -> dict:
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
-    return entry
+_ok = wu.assert_success
 
 
 def _saved_by(server, entry: dict, node_id: str) -> pathlib.Path:
@@ -125,25 +121,7 @@ def _text(entry: dict, node_id: str) -> str:
 # ------------------------------------------------------------------------------------------ static
 def test_ui_workflow_is_well_formed():
     wf = wu.load_ui(NAME)
-    assert wf["version"] == 0.4 and {"groups", "config", "extra"} <= set(wf)
-    nodes = _nodes(wf)
-    assert len(nodes) == len(wf["nodes"]) and wf["last_node_id"] == max(nodes)
-    assert wf["last_link_id"] == max(l[0] for l in wf["links"])
-    assert sorted(n["order"] for n in wf["nodes"]) == list(range(len(nodes)))
-    for lid, src, src_slot, dst, dst_slot, typ in wf["links"]:
-        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
-        assert lid in (out["links"] or []) and inp["link"] == lid, (lid, out, inp)
-        assert out["type"] == inp["type"] == typ
-        assert nodes[src]["order"] < nodes[dst]["order"]
-    link_ids = {l[0] for l in wf["links"]}
-    for n in wf["nodes"]:
-        assert all(i["link"] is None or i["link"] in link_ids for i in n.get("inputs", []))
-        assert all(set(o["links"] or []) <= link_ids for o in n.get("outputs", []))
-        widget_inputs = [i for i in n.get("inputs", []) if "widget" in i]
-        assert all(i["widget"] == {"name": i["name"]} and i["link"] is not None for i in widget_inputs), n
-        assert n["inputs"][len(n["inputs"]) - len(widget_inputs):] == widget_inputs, "widget sockets come last"
-        if n["type"] not in wu.FRONTEND_ONLY:
-            assert n["properties"]["Node name for S&R"] == n["type"]
+    wu.assert_well_formed(wf)
     for (i, a), (j, b) in itertools.combinations(enumerate(map(_box, wf["nodes"])), 2):
         assert not _overlap(a, b), f"{wf['nodes'][i]['type']} overlaps {wf['nodes'][j]['type']}"
 

@@ -36,14 +36,11 @@ def _small(name: str, prefix: str) -> dict:
     p[wu.only_node(p, "FreeCureInstantIDFaceAnalysis")]["inputs"]["provider"] = "CPU"
     p[wu.only_node(p, "ControlNetLoader")]["inputs"]["control_net_name"] = IDENTITYNET
     p[wu.only_node(p, "LoadImage")]["inputs"]["image"] = PORTRAIT
-    loader = p[wu.only_node(p, "FreeCureFaceParserLoader")]["inputs"]
-    loader["parser"], loader["device"] = PARSER, "cpu"
+    wu.use_tiny_parser(p, PARSER)
     return p
 
 
-def _ok(entry: dict) -> dict:
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
-    return entry
+_ok = wu.assert_success
 
 
 @pytest.mark.e2e

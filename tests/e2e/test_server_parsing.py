@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import pathlib
 import sys
 
@@ -37,14 +36,11 @@ _seeds = itertools.count(2000)
 def _small(server, prefix: str) -> dict:
     """The API workflow for the test server: tiny checkpoint and parser, 64x64, 4 steps, CPU parser."""
     p = wu.shrink(wu.load_api(NAME), server.checkpoint, SIZE, SIZE, STEPS, prefix=prefix)
-    loader = p[wu.only_node(p, "FreeCureFaceParserLoader")]["inputs"]
-    loader["parser"], loader["device"] = PARSER, "cpu"
+    wu.use_tiny_parser(p, PARSER)
     return p
 
 
-def _ok(entry: dict) -> dict:
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
-    return entry
+_ok = wu.assert_success
 
 
 def _size(path: pathlib.Path) -> tuple[int, int]:

@@ -15,7 +15,6 @@ config, so a loader that built the full ViT-L would fail its strict load_state_d
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
@@ -39,14 +38,11 @@ def _small(prefix: str) -> dict:
     p = wu.shrink(wu.load_api(NAME), SDXL_2048_CKPT, SIZE, SIZE, STEPS, prefix=prefix)
     p[wu.only_node(p, "PhotoMakerLoader")]["inputs"]["photomaker_model_name"] = PHOTOMAKER
     p[wu.only_node(p, "LoadImage")]["inputs"]["image"] = PORTRAIT
-    loader = p[wu.only_node(p, "FreeCureFaceParserLoader")]["inputs"]
-    loader["parser"], loader["device"] = PARSER, "cpu"
+    wu.use_tiny_parser(p, PARSER)
     return p
 
 
-def _ok(entry: dict) -> dict:
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
-    return entry
+_ok = wu.assert_success
 
 
 def _saved_latent(server, entry: dict, node_id: str):

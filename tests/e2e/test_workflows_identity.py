@@ -88,22 +88,7 @@ def test_every_workflow_file_is_listed():
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_workflow_is_well_formed(name):
     wf = wu.load_ui(name)
-    assert wf["version"] == 0.4 and {"groups", "config", "extra"} <= set(wf)
-    nodes = {n["id"]: n for n in wf["nodes"]}
-    assert len(nodes) == len(wf["nodes"]) and wf["last_node_id"] == max(nodes)
-    assert wf["last_link_id"] == max(l[0] for l in wf["links"])
-    assert sorted(n["order"] for n in wf["nodes"]) == list(range(len(nodes)))
-    for lid, src, src_slot, dst, dst_slot, typ in wf["links"]:
-        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
-        assert lid in (out["links"] or []) and inp["link"] == lid, (lid, out, inp)
-        assert out["type"] == inp["type"] == typ
-        assert nodes[src]["order"] < nodes[dst]["order"]
-    link_ids = {l[0] for l in wf["links"]}
-    for n in wf["nodes"]:
-        assert all(i["link"] is None or i["link"] in link_ids for i in n.get("inputs", []))
-        assert all(set(o["links"] or []) <= link_ids for o in n.get("outputs", []))
-        if n["type"] not in wu.FRONTEND_ONLY:
-            assert n["properties"]["Node name for S&R"] == n["type"]
+    wu.assert_well_formed(wf)
 
     assert [n["widgets_values"][:2] for n in _by_type(wf, "EmptyLatentImage")] == [[1024, 1024]]
     samplers = _by_type(wf, "FreeCureFoundationSampler") + _by_type(wf, "FreeCureSampler")

@@ -60,6 +60,44 @@ def write_api(name: str, prompt: dict) -> pathlib.Path:
 
 
 # ------------------------------------------------------------------------------------------ prompt edits
+def assert_well_formed(wf: dict) -> dict:
+    """Assert a UI workflow's bookkeeping is consistent (ids, order, links on both ends, link types, linked
+    widget sockets last, S&R names); returns its nodes by id."""
+    assert wf["version"] == 0.4 and {"groups", "config", "extra"} <= set(wf)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert len(nodes) == len(wf["nodes"]) and wf["last_node_id"] == max(nodes)
+    assert wf["last_link_id"] == max(l[0] for l in wf["links"])
+    assert sorted(n["order"] for n in wf["nodes"]) == list(range(len(nodes)))
+    for lid, src, src_slot, dst, dst_slot, typ in wf["links"]:
+        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
+        assert lid in (out["links"] or []) and inp["link"] == lid, (lid, out, inp)
+        assert out["type"] == inp["type"] == typ
+        assert nodes[src]["order"] < nodes[dst]["order"]
+    link_ids = {l[0] for l in wf["links"]}
+    for n in wf["nodes"]:
+        assert all(i["link"] is None or i["link"] in link_ids for i in n.get("inputs", []))
+        assert all(set(o["links"] or []) <= link_ids for o in n.get("outputs", []))
+        widget_inputs = [i for i in n.get("inputs", []) if "widget" in i]
+        assert all(i["widget"] == {"name": i["name"]} and i["link"] is not None for i in widget_inputs), n
+        assert n["inputs"][len(n["inputs"]) - len(widget_inputs):] == widget_inputs, "widget sockets come last"
+        if n["type"] not in FRONTEND_ONLY:
+            assert n["properties"]["Node name for S&R"] == n["type"]
+    return nodes
+
+
+def assert_success(entry: dict) -> dict:
+    """Assert a /history entry finished successfully (showing the end of its status otherwise); returns it."""
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
+    return entry
+
+
+def use_tiny_parser(prompt: dict, parser: str = "tiny_bisenet.safetensors") -> dict:
+    """Point the prompt's FreeCure Face Parser Loader at the test parser file, on the CPU."""
+    loader = prompt[only_node(prompt, "FreeCureFaceParserLoader")]["inputs"]
+    loader["parser"], loader["device"] = parser, "cpu"
+    return prompt
+
+
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
     """Ids of the prompt's nodes of one type, in id order."""
     return sorted((k for k, v in prompt.items() if v["class_type"] == class_type), key=int)
