@@ -240,6 +240,7 @@ def comfy_server(tmp_path_factory):
         d.mkdir(parents=True, exist_ok=True)
     (nodes_dir / "comfyui-freecure").symlink_to(REPO_ROOT, target_is_directory=True)
     (nodes_dir / "zz_freecure_e2e").symlink_to(TESTS_DIR / "e2e_pack", target_is_directory=True)
+    (nodes_dir / "zz_freecure_e2e_probe").symlink_to(TESTS_DIR / "e2e_probe_pack", target_is_directory=True)
 
     env = _server_env(root)
     yaml_path = tmp / "extra_model_paths.yaml"
