@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .safe_load import load_safetensors, refusal_reason, torch_load_weights
+
 KINDS = ("bisenet-face-parsing", "sam", "instantid-adapter", "controlnet-diffusers", "controlnet-original")
 
 
@@ -53,12 +55,12 @@ def load_tensors(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"FreeCure: no such file: {path}")
     if path.lower().endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(path)
+        return load_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickles with code, or not a torch file
-        raise ValueError(f"FreeCure: {path} cannot be read safely (weights_only): {str(exc).splitlines()[0]}") from None
+        obj = torch_load_weights(path)
+    except Exception as exc:  # pickles with code (refused by weights_only), or not a torch file
+        raise ValueError(f"FreeCure: refusing {path}: it cannot be read safely with torch.load(weights_only=True) "
+                         f"({refusal_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"FreeCure: {path} holds a {type(obj).__name__}, not a dict of tensors")
     return _flatten(obj)

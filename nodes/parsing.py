@@ -106,13 +106,14 @@ def _numbers(text: str, what: str) -> list[list[float]]:
 
 
 def _sam_refine(image, sam_model, combine, device, region=None, box="", points=""):
-    refiner = bridge.load_sam(sam_model, device)
-    boxes = _numbers(box, "box 'x0,y0,x1,y1'")
+    boxes = _numbers(box, "box 'x0,y0,x1,y1'")  # the inputs first: no model is loaded for a prompt that fails
     pts = _numbers(points, "points 'x,y,label; x,y,label'")
     if any(len(b) != 4 for b in boxes) or any(len(p) not in (2, 3) for p in pts):
         raise ValueError("FreeCure: write box as 'x0,y0,x1,y1' and points as 'x,y,1; x,y,0' (1 = on the object)")
     if region is None and not boxes and not pts:
         raise ValueError("FreeCure: give SAM something to segment: a region mask to refine, a box or points")
+    pipeline.check_sam_inputs(image, region)
+    refiner = bridge.load_sam(sam_model, device)
     return (bridge.sam_refine(refiner, image, region, boxes[0] if boxes else None, pts, combine),)
 
 

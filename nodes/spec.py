@@ -54,6 +54,20 @@ def _options(i: In) -> list:
     return list(i.options() if callable(i.options) else i.options)
 
 
+def check_choices(spec: NodeSpec, kwargs: dict) -> None:
+    """ValueError naming the input and its choices when a fixed-choice COMBO got another value. ComfyUI does not
+    check V3 combo values when a prompt is queued, so a prompt from the API could send anything (even a path).
+    File lists (callable options) are checked by their loaders, which name the folder to put the file in."""
+    for i in spec.inputs:
+        if i.kind != "COMBO" or callable(i.options) or i.name not in kwargs:
+            continue
+        value, options = kwargs[i.name], _options(i)
+        if value not in options:
+            shown = ", ".join(map(str, options[:12])) + (f", ... ({len(options)} in all)" if len(options) > 12 else "")
+            raise ValueError(f"FreeCure: {spec.display_name}: {i.name} {value!r} is not one of its choices "
+                             f"({shown}); pick one from the list.")
+
+
 # ---------------------------------------------------------------------------------------- V1
 def _v1_input(i: In):
     opts = {"tooltip": i.tooltip}
@@ -77,6 +91,7 @@ def to_v1(spec: NodeSpec) -> type:
         return {"required": req, "optional": opt} if opt else {"required": req}
 
     def execute(self, **kwargs):
+        check_choices(spec, kwargs)
         result = spec.run(**kwargs)
         if isinstance(result, WithUI):
             return {"ui": result.ui, "result": tuple(result.outputs)}
@@ -131,6 +146,7 @@ def to_v3(spec: NodeSpec, io) -> type:
                                   for o in spec.outputs])
 
     def execute(cls, **kwargs):
+        check_choices(spec, kwargs)
         result = spec.run(**kwargs)
         if isinstance(result, WithUI):
             return io.NodeOutput(*result.outputs, ui=result.ui)

@@ -51,6 +51,20 @@ def parser_choices() -> list[str]:
     return found or [DEFAULT_PARSER]
 
 
+def _check_name(what: str, name, folder: str) -> str:
+    """`name` if it is a file name inside a model folder: a string, relative, without '..' parts (either slash).
+    Absolute paths and '..' would read files outside ComfyUI's model folders, so they are refused outright."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"FreeCure: the {what} name must be a file name from ComfyUI/models/{folder}/, "
+                         f"got {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"FreeCure: the {what} name {name!r} is not allowed: pick a file from the list, a name "
+                         f"inside ComfyUI/models/{folder}/ (absolute paths and '..' are refused; nothing outside "
+                         "ComfyUI's model folders is read).")
+    return name
+
+
 def _missing(what: str, name: str, folder: str) -> FileNotFoundError:
     where = ", ".join(folder_paths.get_folder_paths(folder)) if folder in folder_paths.folder_names_and_paths else folder
     return FileNotFoundError(f"FreeCure: {what} '{name}' was not found. Put it in ComfyUI/models/{folder}/ "
@@ -59,6 +73,7 @@ def _missing(what: str, name: str, folder: str) -> FileNotFoundError:
 
 def parser_path(choice: str) -> str:
     """Full path of a parser_choices() entry; FileNotFoundError naming the folder it belongs in."""
+    _check_name("face-parsing model", choice, FACE_PARSING)
     if choice.startswith(FACE_DETECTION + "/"):
         path = folder_paths.get_full_path(FACE_DETECTION, choice[len(FACE_DETECTION) + 1:])
         folder = FACE_DETECTION
@@ -76,6 +91,7 @@ def sam_choices() -> list[str]:
 
 
 def sam_path(choice: str) -> str:
+    _check_name("SAM checkpoint", choice, SAMS)
     path = folder_paths.get_full_path(SAMS, choice)
     if not path:
         raise _missing("SAM checkpoint", choice, SAMS)
@@ -89,6 +105,7 @@ def instantid_choices() -> list[str]:
 
 def instantid_path(choice: str) -> str:
     """Full path of an instantid_choices() entry; FileNotFoundError naming models/instantid otherwise."""
+    _check_name("InstantID adapter", choice, INSTANTID)
     path = folder_paths.get_full_path(INSTANTID, choice)
     if not path:
         raise _missing("InstantID adapter", choice, INSTANTID)
@@ -97,6 +114,8 @@ def instantid_path(choice: str) -> str:
 
 def detector_folder(pack: str) -> str | None:
     """models/insightface/models/<pack> if it exists (pack 'auto' = the first of antelopev2, buffalo_l)."""
+    if pack != "auto" and pack not in DETECTOR_PACKS:  # a folder name from a prompt: never a path
+        raise ValueError(f"FreeCure: face_detector {pack!r} is not one of auto, {', '.join(DETECTOR_PACKS)}")
     packs = DETECTOR_PACKS if pack == "auto" else (pack,)
     roots = folder_paths.get_folder_paths(INSIGHTFACE) if INSIGHTFACE in folder_paths.folder_names_and_paths else []
     for name in packs:

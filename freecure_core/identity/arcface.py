@@ -150,7 +150,12 @@ class ArcFaceRecognizer:
         ort = _import_onnxruntime()
         available = list(ort.get_available_providers())
         wanted = list(providers) if providers else default_providers(available)
-        session = ort.InferenceSession(str(path), providers=wanted)
+        try:
+            session = ort.InferenceSession(str(path), providers=wanted)
+        except Exception as e:  # truncated download, random bytes, not an ONNX graph
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"FreeCure: onnxruntime cannot load the face recognizer {path} ({first}); the file is "
+                             "truncated, corrupt or not an ONNX model: copy it again from the insightface pack") from e
         mean, std = graph_normalisation(path)
         rec = cls(session, path, mean, std)
         if rec.providers and rec.providers[0] != wanted[0]:

@@ -12,12 +12,12 @@ with flat ``image_proj.*`` / ``ip_adapter.*`` keys (what ``python -m freecure_co
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from dataclasses import dataclass
 
 import torch
 
+from ..safe_load import load_safetensors, refusal_reason, torch_load_weights
 from .resampler import Resampler, check_image_proj, resampler_from_state_dict
 
 TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -199,34 +199,18 @@ def instantid_from_state_dict(state: dict, path: str | None = None) -> InstantID
 def _read(path: str) -> dict:
     lower = path.lower()
     if lower.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        try:
-            # own storage per tensor, so .bin and .safetensors of the same weights compute identically
-            return {k: v.clone() for k, v in load_file(path, device="cpu").items()}
-        except Exception as exc:
-            raise ValueError(f"FreeCure: {path} is not a readable .safetensors file ({exc}); re-download it. "
-                             f"{WHERE}") from exc
+        # own storage per tensor, so .bin and .safetensors of the same weights compute identically
+        return {k: v.clone() for k, v in load_safetensors(path, "InstantID", f"re-download it. {WHERE}").items()}
     if not lower.endswith(TORCH_SUFFIXES):
         raise ValueError(f"FreeCure: {path}: InstantID adapters are .bin, .pt, .pth, .ckpt or .safetensors files. "
                          f"{WHERE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
+        return torch_load_weights(path)
+    except Exception as exc:  # pickled objects (refused by weights_only), truncated or foreign files
         raise ValueError(
             f"FreeCure: refusing {path}: torch.load(weights_only=True) cannot read it as plain tensors "
-            f"({_refusal_reason(exc)}). Pickled Python objects are never unpickled; download the "
-            f"original file again. {WHERE}") from exc
-
-
-def _refusal_reason(exc: Exception) -> str:
-    """torch.load's weights_only refusal in a few words (its own message suggests weights_only=False)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if found:
-        return f"it holds a pickled {found.group(1)} object, not only tensors"
-    if "Weights only load failed" in text:
-        return "it is damaged or not a torch weights file"
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            f"({refusal_reason(exc)}). Pickled Python objects are never unpickled; download the "
+            f"original file again. {WHERE}") from None
 
 
 def load_instantid(path: str) -> InstantIDWeights:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..safe_load import load_safetensors, refusal_reason, torch_load_weights
 from .schema import CELEBAMASK_HQ_19, LabelSchema
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -240,22 +240,17 @@ def load_bisenet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"FreeCure: face-parsing weights not found: {path}")
     lower = path.lower()
     if lower.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        try:
-            # Own, aligned storage per tensor: the file buffer's 8-byte offsets can change CPU conv
-            # kernels' rounding, so .safetensors and .pth of the same weights would parse differently.
-            state = {k: v.clone() for k, v in load_file(path, device="cpu").items()}
-        except Exception as e:
-            raise ValueError(f"FreeCure: {path} is not a readable .safetensors file ({e})") from e
+        # Own, aligned storage per tensor: the file buffer's 8-byte offsets can change CPU conv
+        # kernels' rounding, so .safetensors and .pth of the same weights would parse differently.
+        state = {k: v.clone() for k, v in load_safetensors(path, "face-parsing").items()}
     elif lower.endswith(TORCH_SUFFIXES):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            obj = torch_load_weights(path)
+        except Exception as e:  # pickled objects (weights_only refuses them), truncated or foreign files
             raise ValueError(
                 f"FreeCure: refusing {path}: it does not load as plain tensors with torch.load(weights_only=True) "
-                f"({first}). Pickled Python objects (a whole model, custom classes) are never unpickled; re-save "
-                "just the state dict, or convert the file to .safetensors.") from e
+                f"({refusal_reason(e)}). Pickled Python objects (a whole model, custom classes) are never "
+                "unpickled; re-save just the state dict, or convert the file to .safetensors.") from None
         state = _unwrap(obj, path)
     else:
         raise ValueError(f"FreeCure: unsupported face-parsing file {path!r}; use .pth, .pt or .safetensors")

@@ -101,7 +101,12 @@ class FaceDetector:
         ort = _import_onnxruntime()
         available = list(ort.get_available_providers())
         wanted = list(providers) if providers else default_providers(available)
-        session = ort.InferenceSession(str(path), providers=wanted)
+        try:
+            session = ort.InferenceSession(str(path), providers=wanted)
+        except Exception as e:  # truncated download, random bytes, not an ONNX graph
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"FreeCure: onnxruntime cannot load the face detector {path} ({first}); the file is "
+                             "truncated, corrupt or not an ONNX model: copy it again from the insightface pack") from e
         det = cls(session, path)
         if det.providers and det.providers[0] != wanted[0]:
             log.warning("FreeCure: face detector %s asked for %s but runs on %s", path.name, wanted[0],

@@ -96,12 +96,36 @@ def preview(parse: FaceParse, images: torch.Tensor | None = None, mask: torch.Te
 SAM_COMBINE = ("replace", "union", "intersect")
 
 
+def check_sam_inputs(images, mask) -> None:
+    """ValueError naming the fix unless images is an IMAGE batch (B, H, W, 3) and mask (if any) is one (H, W)
+    mask or one per image at the images' size."""
+    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[-1] != 3:
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise ValueError(f"FreeCure: SAM Refine's image must be an IMAGE batch (B, H, W, 3), got {shape}")
+    if mask is None:
+        return
+    if not torch.is_tensor(mask) or mask.dim() not in (2, 3):
+        shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+        raise ValueError(f"FreeCure: SAM Refine's region must be a MASK (B, H, W), got {shape}")
+    m = mask if mask.dim() == 3 else mask[None]
+    (b, h, w), (ib, ih, iw) = tuple(m.shape), tuple(images.shape[:3])
+    if (h, w) != (ih, iw):
+        raise ValueError(f"FreeCure: SAM Refine's region mask is {w}x{h} but the image is {iw}x{ih}; make the mask "
+                         "from this image (or resize it to the image's size)")
+    if b not in (1, ib):
+        raise ValueError(f"FreeCure: SAM Refine's region has {b} masks for {ib} images; give one mask, or one per "
+                         "image")
+
+
 def sam_refine(refiner, images: torch.Tensor, mask: torch.Tensor | None, box=None, points=(),
                combine: str = "replace", on_image: Callable[[int], None] | None = None) -> torch.Tensor:
     """MASK (B, H, W) from SAM for each image: prompted by `box`/`points` when given, else by the bounding box
     of that image's input mask; then replaces, unites with or intersects the input mask."""
     if combine not in SAM_COMBINE:
         raise ValueError(f"FreeCure: combine must be one of {SAM_COMBINE}")
+    check_sam_inputs(images, mask)
+    if mask is not None and mask.dim() == 2:
+        mask = mask[None]
     out = []
     for i in range(images.shape[0]):
         region = None if mask is None else mask[min(i, mask.shape[0] - 1)]

@@ -17,6 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..safe_load import load_safetensors, refusal_reason, torch_load_weights
+
 INSTALL_HINT = ("FreeCure SAM Refine needs the segment-anything package in ComfyUI's own Python: run "
                 "`python -m pip install segment-anything` with that interpreter (portable build: "
                 "`python_embeded\\python.exe -m pip install segment-anything`), then restart ComfyUI.")
@@ -150,13 +152,13 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"FreeCure: SAM checkpoint not found: {path} (put it in ComfyUI/models/sams/)")
     if path.lower().endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(path, device="cpu")
+        return load_safetensors(path, "SAM", "re-download the original SAM checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickles with code objects, truncated downloads
-        raise ValueError(f"FreeCure: cannot read {os.path.basename(path)} as a plain state dict ({e}); "
-                         "re-download the original SAM checkpoint or convert it to .safetensors") from e
+        state = torch_load_weights(path)
+    except Exception as e:  # pickles with code objects (refused by weights_only), truncated downloads
+        raise ValueError(f"FreeCure: refusing {path}: torch.load(weights_only=True) cannot read it as a plain "
+                         f"state dict ({refusal_reason(e)}); re-download the original SAM checkpoint or convert it "
+                         "to .safetensors") from None
     for wrapper in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict) and len(state) <= 3:
             state = state[wrapper]
