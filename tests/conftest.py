@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -49,10 +50,48 @@ class _RepoRootIsNotATestPackage:
         return None
 
 
+def _guard_the_network() -> None:
+    """Issue 7: the suite may reach only this machine.  Installs tests/support/no_network.py's guard in this process
+    and, through a sitecustomize on PYTHONPATH, in every Python subprocess the tests start (ComfyUI servers, model
+    scripts, the runner CLI); refused attempts are logged with their call stacks to $FREECURE_NO_NETWORK_LOG (a
+    fresh file per session unless the variable is set), which pytest_sessionfinish checks."""
+    from support import no_network
+    work = pathlib.Path(tempfile.mkdtemp(prefix="freecure-no-network-"))
+    log = os.environ.get(no_network.LOG_ENV) or str(work / "network.log")
+    guarded_env = no_network.server_env(dict(os.environ), no_network.write_site_dir(work / "site"), log)
+    os.environ["PYTHONPATH"] = guarded_env["PYTHONPATH"]
+    os.environ[no_network.LOG_ENV] = log
+    _NETWORK["log"] = log
+    _NETWORK["already"] = len(no_network.attempts(log))
+    no_network.install(log)
+
+
+_NETWORK: dict = {}
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: starts a real ComfyUI server (slow); deselect with -m 'not e2e'")
     if not config.pluginmanager.has_plugin("freecure-repo-root-dir"):
         config.pluginmanager.register(_RepoRootIsNotATestPackage(), "freecure-repo-root-dir")
+    _guard_the_network()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when anything (this process or a guarded subprocess) tried to reach another machine."""
+    from support import no_network
+    if not _NETWORK:
+        return
+    tried = no_network.attempts(_NETWORK["log"])[_NETWORK["already"]:]
+    if tried:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"FreeCure no-network guard: {len(tried)} connection attempt(s) to other machines "
+                 f"(log: {_NETWORK['log']}):"] + [f"  pid {t['pid']}: {t['what']} {t['target']} at {t['stack']}"
+                                                  for t in tried[:20]]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True)
+        else:
+            print("\n".join(lines), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
