@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 handshake constant
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -104,6 +105,25 @@ class ComfyClient:
         if code != 200:
             raise ServerError(f"FreeCure: {self.url}/view?{query} answered {code}")
         return raw
+
+    def upload_image(self, name: str, data: bytes, subfolder: str = "") -> str:
+        """POST /upload/image (overwriting): the name LoadImage then takes ("subfolder/name" when in one)."""
+        boundary = uuid.uuid4().hex
+        fields = [("overwrite", "true"), ("type", "input"), ("subfolder", subfolder)]
+        body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                        for k, v in fields)
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(self.url + "/upload/image", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                answer = json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise ServerError(f"FreeCure: {self.url}/upload/image refused {name} ({e.code}: {e.read()[:200]!r})") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise ServerError(f"FreeCure: cannot reach ComfyUI at {self.url} ({e}); start it or fix --server") from e
+        return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer.get("name", name)
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Ask the server to stop its running prompt (only ``prompt_id`` when given); errors are ignored."""
