@@ -62,7 +62,7 @@ def preprocess(images, size: int, mean=OPENAI_MEAN, std=OPENAI_STD) -> torch.Ten
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[-1] != 3:
             raise ValueError(f"FreeCure: expected RGB images (H, W, 3), got shape {img.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()
         if img.dtype == np.uint8:
             x = x / 255.0
         h, w = x.shape[-2:]

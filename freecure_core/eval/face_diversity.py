@@ -115,7 +115,7 @@ def to_tensor(images, size: int) -> torch.Tensor:
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[-1] != 3:
             raise ValueError(f"FreeCure: expected RGB images (H, W, 3), got shape {img.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
         out.append(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
     return torch.cat(out) * 2 - 1
 
