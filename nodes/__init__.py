@@ -2,12 +2,13 @@
 from .apg import SPECS as APG_SPECS
 from .identity import SPECS as IDENTITY_SPECS
 from .instantid import SPECS as INSTANTID_SPECS
+from .metrics import SPECS as METRICS_SPECS
 from .parsing import SPECS as PARSING_SPECS
 from .photomaker import SPECS as PHOTOMAKER_SPECS
 from .sampling import SPECS as SAMPLING_SPECS
 
 SPECS = (list(SAMPLING_SPECS) + list(APG_SPECS) + list(PARSING_SPECS) + list(IDENTITY_SPECS)
-         + list(INSTANTID_SPECS) + list(PHOTOMAKER_SPECS))
+         + list(INSTANTID_SPECS) + list(PHOTOMAKER_SPECS) + list(METRICS_SPECS))
 
 
 def v3_nodes(io) -> list[type]:

@@ -3,7 +3,8 @@
 Folders: `models/face_parsing` (BiSeNet `79999_iter.pth` or its `.safetensors`), also `models/facedetection`
 for `parsing_bisenet.pth` / `79999_iter.pth` as face-restoration packs place them, `models/sams` (SAM
 checkpoints), `models/instantid` (InstantID / CrossFaceID adapters) and
-`models/insightface/models/<antelopev2|buffalo_l>/` (face detector and recognizer). Entries a user
+`models/insightface/models/<antelopev2|buffalo_l>/` (face detector and recognizer), and for the evaluation
+nodes `models/clip_eval/<name>/` (Hugging Face CLIP folders) and `models/lpips/` (LPIPS files). Entries a user
 made in extra_model_paths.yaml are kept; the default folder is only added to them.
 """
 from __future__ import annotations
@@ -17,24 +18,28 @@ FACE_DETECTION = "facedetection"
 SAMS = "sams"
 INSTANTID = "instantid"
 INSIGHTFACE = "insightface"
+CLIP_EVAL = "clip_eval"
+LPIPS = "lpips"
 DETECTOR_PACKS = ("antelopev2", "buffalo_l")
 PARSER_FILES_IN_FACEDETECTION = ("parsing_bisenet.pth", "79999_iter.pth", "parsing_bisenet.safetensors")
 DEFAULT_PARSER = "79999_iter.pth"
 _WEIGHT_EXTS = {".pth", ".pt", ".safetensors", ".bin"}
+_FOLDER_MODELS = (INSIGHTFACE, CLIP_EVAL)  # models that are folders, not files
 
 
 def register_model_folders() -> None:
     """Make the folders above known to folder_paths, keeping any user configuration."""
-    for name in (FACE_PARSING, FACE_DETECTION, SAMS, INSTANTID, INSIGHTFACE):
+    for name in (FACE_PARSING, FACE_DETECTION, SAMS, INSTANTID, INSIGHTFACE, CLIP_EVAL, LPIPS):
         default = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, exts = folder_paths.folder_names_and_paths[name]
             if default not in paths:
                 paths.append(default)
-            if name != INSIGHTFACE and isinstance(exts, set) and exts:
+            if name not in _FOLDER_MODELS and isinstance(exts, set) and exts:
                 exts.update(_WEIGHT_EXTS)
         else:
-            folder_paths.folder_names_and_paths[name] = ([default], set(_WEIGHT_EXTS) if name != INSIGHTFACE else set())
+            folder_paths.folder_names_and_paths[name] = ([default], set(_WEIGHT_EXTS) if name not in _FOLDER_MODELS
+                                                         else set())
 
 
 def _files(folder_name: str) -> list[str]:
@@ -127,3 +132,38 @@ def detector_folder(pack: str) -> str | None:
         raise FileNotFoundError(f"FreeCure: the insightface model pack '{pack}' was not found. Put its folder at "
                                 f"ComfyUI/models/insightface/models/{pack}/ (searched: {', '.join(roots)}).")
     return None
+
+
+def clip_eval_choices() -> list[str]:
+    """Subfolders of models/clip_eval holding a config.json (Hugging Face CLIP folders)."""
+    roots = folder_paths.get_folder_paths(CLIP_EVAL) if CLIP_EVAL in folder_paths.folder_names_and_paths else []
+    found = sorted({d for root in roots if os.path.isdir(root) for d in os.listdir(root)
+                    if os.path.isfile(os.path.join(root, d, "config.json"))})
+    return found or ["clip-vit-large-patch14"]
+
+
+def clip_eval_path(choice: str) -> str:
+    """Full path of a clip_eval_choices() entry; FileNotFoundError naming models/clip_eval otherwise."""
+    _check_name("CLIP folder", choice, CLIP_EVAL)
+    roots = folder_paths.get_folder_paths(CLIP_EVAL) if CLIP_EVAL in folder_paths.folder_names_and_paths else []
+    for root in roots:
+        if os.path.isdir(os.path.join(root, choice)):
+            return os.path.join(root, choice)
+    raise FileNotFoundError(f"FreeCure: CLIP folder '{choice}' was not found. Put a Hugging Face CLIP folder "
+                            f"(config.json, model.safetensors, vocab.json, merges.txt), e.g. "
+                            f"openai/clip-vit-large-patch14, at ComfyUI/models/{CLIP_EVAL}/{choice}/ (searched: "
+                            f"{', '.join(roots)}). FreeCure never downloads models.")
+
+
+def lpips_choices() -> list[str]:
+    """LPIPS weight files in models/lpips."""
+    return [f for f in _files(LPIPS) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or ["lpips_alex.safetensors"]
+
+
+def lpips_path(choice: str) -> str:
+    """Full path of an lpips_choices() entry; FileNotFoundError naming models/lpips otherwise."""
+    _check_name("LPIPS file", choice, LPIPS)
+    path = folder_paths.get_full_path(LPIPS, choice)
+    if not path:
+        raise _missing("LPIPS file", choice, LPIPS)
+    return path

@@ -292,6 +292,49 @@ def _photomaker(ckpt=SDXL_2048_CKPT, over=None):
     return build
 
 
+def _clip_loader(name):
+    def build(files):
+        g = Graph()
+        loader = g("FreeCureCLIPScoreLoader", clip_folder=name)
+        g("PreviewAny", source=[loader, 0])
+        return g, loader
+    return build
+
+
+def _lpips_loader(name, alexnet="none", size=128):
+    def build(files):
+        g = Graph()
+        loader = g("FreeCureLPIPSLoader", lpips_file=name, alexnet_file=alexnet, size=size)
+        g("PreviewAny", source=[loader, 0])
+        return g, loader
+    return build
+
+
+def _metric(class_type, **over):
+    """One evaluation node with its usual inputs (loaders, the portrait), `over` replacing some of them."""
+    def build(files):
+        g = Graph()
+        ins = {
+            "FreeCureIdentitySimilarity": lambda: dict(
+                face_analysis=[g("FreeCureInstantIDFaceAnalysis", provider="CPU"), 0], reference=_portrait(g),
+                images=_portrait(g)),
+            "FreeCurePromptConsistency": lambda: dict(
+                clip_scorer=[g("FreeCureCLIPScoreLoader", clip_folder="tiny_clip"), 0], images=_portrait(g),
+                prompt="a photo of a woman with red hair"),
+            "FreeCureAttributeAccuracy": lambda: dict(
+                clip_scorer=[g("FreeCureCLIPScoreLoader", clip_folder="tiny_clip"), 0], images=_portrait(g),
+                prompt="a photo of a woman with red hair", subject="a woman"),
+            "FreeCureFaceDiversity": lambda: dict(
+                lpips=[g("FreeCureLPIPSLoader", lpips_file="lpips_alex.safetensors", alexnet_file="none", size=64), 0],
+                face_analysis=[g("FreeCureInstantIDFaceAnalysis", provider="CPU"), 0], images=_portrait(g)),
+        }[class_type]()
+        ins.update({k: v(g) if callable(v) else v for k, v in over.items()})
+        node = g(class_type, **ins)
+        g("PreviewAny", source=[node, 1])
+        return g, node
+    return build
+
+
 # ------------------------------------------------------------------------------------------ the table
 OUTSIDE = "../../secret/"  # from models/<folder>/ to <server base>/secret/
 BAD: dict[str, list[Case]] = {
@@ -400,6 +443,35 @@ BAD: dict[str, list[Case]] = {
         Case("ip_weight out of range", _pair(over={"ip_weight": 5.0}), Invalid("ip_weight", "value_bigger_than_max")),
         Case("start_at after end_at", _pair(over={"start_at": 0.8, "end_at": 0.2}), Fails(("start_at", "end_at"))),
         Case("photo without a face", _pair(image=_image), Fails(("no face found in reference image 1",))),
+    ],
+    "FreeCureCLIPScoreLoader": [
+        Case("folder ../../ outside", _clip_loader(OUTSIDE + "clip"), Fails(("not allowed", "models/clip_eval"))),
+        Case("folder missing", _clip_loader("clip-vit-large-patch14"),
+             Fails(("clip-vit-large-patch14", "models/clip_eval", "never downloads"))),
+    ],
+    "FreeCureLPIPSLoader": [
+        Case("file ../../ outside", _lpips_loader(OUTSIDE + "lpips.pth"), Fails(("not allowed", "models/lpips"))),
+        Case("size out of range", _lpips_loader("lpips_alex.safetensors", size=4), Invalid("size", "value_smaller_than_min")),
+    ],
+    "FreeCureIdentitySimilarity": [
+        Case("reference without a face", _metric("FreeCureIdentitySimilarity", reference=_image),
+             Fails(("no face found in reference image 1",))),
+        Case("images is a MASK", _metric("FreeCureIdentitySimilarity",
+                                         images=lambda g: [g("SolidMask", value=1.0, width=SIZE, height=SIZE), 0]),
+             Invalid("images", "return_type_mismatch")),
+    ],
+    "FreeCurePromptConsistency": [
+        Case("images is a LATENT", _metric("FreeCurePromptConsistency", images=lambda g: [
+            g("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1), 0]), Invalid("images", "return_type_mismatch")),
+    ],
+    "FreeCureAttributeAccuracy": [
+        Case("face_parse is an IMAGE", _metric("FreeCureAttributeAccuracy", face_parse=_image),
+             Invalid("face_parse", "return_type_mismatch")),
+    ],
+    "FreeCureFaceDiversity": [
+        Case("images is a MASK", _metric("FreeCureFaceDiversity",
+                                         images=lambda g: [g("SolidMask", value=1.0, width=SIZE, height=SIZE), 0]),
+             Invalid("images", "return_type_mismatch")),
     ],
     "FreeCurePhotoMakerEncodePair": [
         Case("SD1.5 CLIP", _photomaker(ckpt=CKPT), Fails(("2048-wide", "SDXL's CLIP"))),
