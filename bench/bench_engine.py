@@ -426,12 +426,13 @@ def section_store(r, mask, args):
 
 
 # ------------------------------------------------------------------------------------------ main
-def main():
+def main(argv=None) -> dict:
+    """Run every section, print them, and return the headline figures (bench/bench_report.py tabulates them)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=None, help="sampling steps N (default 8; --quick 2)")
     ap.add_argument("--size", type=int, default=None, help="image size in px, square (default 256; --quick 128)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny size, few steps, few repeats")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.steps = args.steps or (2 if args.quick else 8)
     args.size = args.size or (128 if args.quick else 256)
     args.attn_repeats = 3 if args.quick else 5
@@ -479,6 +480,19 @@ def main():
     print(f"- FD record, fp16, 30 steps (analytical): SD1.5 512² naive K/V {fmt_bytes(sd15[0])} -> attn1 inputs "
           f"{fmt_bytes(sd15[1])} -> 25%-mask compacted {fmt_bytes(sd15[3])}; SDXL 1024² {fmt_bytes(sdxl[0])} -> "
           f"{fmt_bytes(sdxl[1])} -> {fmt_bytes(sdxl[3])}.")
+    return {
+        "steps": n, "size": args.size, "cfg": CFG, "sampler": SAMPLER, "threads": torch.get_num_threads(),
+        "rows": {"baseline": r["base_rows"], "replay": r["s1x_rows"] + r["s3x_rows"] + r["s3x_fd_rows"],
+                 "lockstep": r["s1x_rows"] + r["lock_pd_rows"] + r["lock_fd_rows"], "reference": 8 * n,
+                 "apg": r["apg_rows"], "with_apg": r["s1x_rows"] + r["s3x_rows"] + r["s3x_fd_rows"] + r["apg_rows"]},
+        "wall": {"replay": t_rep / t_base, "stage1": r["s1x_s"] / t_base, "stage3": r["s3x_s"] / t_base,
+                 "lockstep": t_lock / t_base, "with_apg": t_apg_total / t_base, "baseline_s": t_base},
+        "replay_vs_lockstep_max_diff": r["checks"]["replay_x_vs_lock"],
+        "attention_ms": {"fasa": t_fasa * 1e3, "empty": t_empty * 1e3, "default": t_def * 1e3, "sdpa": t_sdpa * 1e3,
+                         "default_name": comfy_attention.optimized_attention.__name__},
+        "store": {"sd15": [fmt_bytes(b) for b in sd15], "sdxl": [fmt_bytes(b) for b in sdxl]},
+        "cpu_contention": watch.report(), "total_s": total,
+    }
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ from timing import median_time  # noqa: E402  (bench/timing.py)
 
 
 
-def main():
+def main(argv=None) -> dict:
+    """Time both parsing modes and the detector call, print them, and return {"whole", "crop", "detect"} seconds."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.manual_seed(0)
     img = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
     img = torch.nn.functional.interpolate(img, size=(1024, 1024), mode="bilinear", antialias=True)
@@ -52,6 +53,7 @@ def main():
     print(f"{'whole image (squash to 512², parse, resize back)':<52}{whole:>9.3f}")
     print(f"{'face crop (1 face: crop 512², parse, paste)':<52}{crop:>9.3f}")
     print(f"{'detector call (stand-in ONNX, SCRFD I/O)':<52}{detect:>9.3f}")
+    return {"whole": whole, "crop": crop, "detect": detect, "repeats": args.repeats}
 
 
 if __name__ == "__main__":
