@@ -205,3 +205,20 @@ def _pair_runs(weights, tmp_path):
             return m.model.diffusion_model(x, torch.tensor([500.0]), context=ctx, y=y,
                                            transformer_options={**m.model_options["transformer_options"], **to})
     assert not torch.equal(run(pd_model), run(fd_model))  # the trained face tokens change the UNet's output
+
+
+def test_eval_hook_builds_the_protocol_run(prepared, tmp_path):
+    from freecure_core.train import eval as train_eval
+    args = train_eval.parse_args(["--heldout", str(prepared / "heldout.jsonl"), "--adapter", "mine.safetensors",
+                                  "--controlnet", "mine_cn.safetensors", "--out", str(tmp_path), "--class-word",
+                                  "woman", "--", "--server", "http://127.0.0.1:1", "--seeds", "0"])
+    names = train_eval.write_identities(args.heldout, tmp_path / "identities", args.class_word)
+    held = json.loads((prepared / "report.json").read_text())["heldout_identities"]
+    assert names == held and [p.name for p in (tmp_path / "identities").iterdir()] == [f"{held[0]}__woman.png"]
+    from freecure_core.eval.identities import load_identities
+    (ident,) = load_identities(tmp_path / "identities")
+    assert ident.name == held[0] and ident.class_word == "woman"
+    argv = train_eval.protocol_argv(args, tmp_path / "identities")
+    assert argv[0].endswith("freecure_instantid.json")
+    assert "FreeCureInstantIDLoader.instantid_file=mine.safetensors" in argv
+    assert "ControlNetLoader.control_net_name=mine_cn.safetensors" in argv and argv[-2:] == ["--seeds", "0"]
