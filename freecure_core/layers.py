@@ -12,7 +12,7 @@ from dataclasses import dataclass
 PRESETS = ("reference", "decoder", "all")
 FAMILIES = ("sd1", "sdxl")
 # omega defaults of the reference code per family; the paper reports 2.0 for every baseline.
-DEFAULT_OMEGA = {"sd1": 0.5, "sdxl": 1.5}
+DEFAULT_OMEGA = {"flux": 2.0, "sd1": 0.5, "sdxl": 1.5}
 PAPER_OMEGA = 2.0
 # The reference SDXL layer set: transformer blocks 50-69 of 70, i.e. the last 20 attn1 calls.
 _SDXL_REFERENCE_LAST = 20

@@ -11,6 +11,7 @@ import latent_preview
 
 from ..config import FASAConfig
 from ..kv_store import KVStore, NoRecord, ReplayMismatch
+from . import flux
 from .guiders import FoundationGuider, LockstepGuider, ReplayGuider
 
 RECORD_CHOICES = {"off": (), "cond": ("cond",), "cond+uncond": ("cond", "uncond")}
@@ -46,7 +47,11 @@ def sample_foundation(model_fd, positive, negative, latent: dict, seed: int, ste
     """Stage 1: sample the foundation branch; returns (LATENT, KVStore, or NoRecord when record is off)."""
     if record not in RECORD_CHOICES:
         raise ValueError(f"FreeCure: record must be one of {list(RECORD_CHOICES)}")
-    guider = FoundationGuider(model_fd, positive, negative, cfg, RECORD_CHOICES[record], layers, store, offload)
+    if flux.is_flux(model_fd):  # FLUX records the image tokens' keys/values of the cond rows (store is not used)
+        guider = flux.FluxFoundationGuider(model_fd, positive, negative, cfg, bool(RECORD_CHOICES[record]), layers,
+                                           offload)
+    else:
+        guider = FoundationGuider(model_fd, positive, negative, cfg, RECORD_CHOICES[record], layers, store, offload)
     samples = _run(guider, model_fd, latent, seed, steps, sampler_name, scheduler, denoise)
     kv = guider.store if RECORD_CHOICES[record] else NoRecord()
     return _latent_like(latent, samples), kv
@@ -60,6 +65,11 @@ def make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative
     if isinstance(kv, NoRecord):
         raise ReplayMismatch("FreeCure: the connected kv holds no record because record is 'off' on "
                              "FreeCureFoundationSampler. Set record to 'cond' there, or disconnect kv to run lockstep.")
+    if flux.is_flux(model_pd):
+        flux.check_flux_fasa(fasa)
+        if kv is not None:
+            return flux.FluxReplayGuider(model_pd, positive, negative, cfg, fasa, kv)
+        return flux.FluxLockstepGuider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa)
     if kv is not None:
         return ReplayGuider(model_pd, positive, negative, cfg, fasa, kv)
     return LockstepGuider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa)

@@ -1,0 +1,321 @@
+"""FASA for FLUX models (double/single-stream joint attention) through ComfyUI 0.3.75's documented hook
+``transformer_options["optimized_attention_override"]``: ComfyUI's FLUX attention (comfy.ldm.flux.math.attention)
+applies RoPE and then calls optimized_attention, which hands (func, q, k, v, heads, skip_reshape=True, mask=...,
+transformer_options=...) to the override; q/k/v are (B, H, L, D) with L = [text; image] tokens, and
+transformer_options carries block_type ("double"/"single"), block_index, sigmas and cond_or_uncond. A ``post_input``
+patch notes how many text and image tokens the forward has. Any override already on the model is chained (called
+for every attention this one does not change). Newer ComfyUI versions with pre-attention patches for FLUX
+(``attn1_patch`` with ``img_slice``) are detected by ``newer_hooks`` and reported; this path does not need them.
+
+Modes, as for SD models: stage 1 records FD's image keys/values (post-RoPE) at the chosen blocks for every model
+evaluation (``FluxFoundationGuider``); stage 3 replays them (``FluxReplayGuider``) or runs FD alongside
+(``FluxLockstepGuider``, same weights only). Guidance-distilled FLUX (cfg 1) has only cond rows; with CFG the uncond
+rows keep plain attention (uncond_blend is not offered for FLUX). All state lives for one sampling run.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_patcher
+import comfy.samplers
+
+from ..config import FASAConfig
+from ..flux_attention import flux_fasa
+from ..flux_layers import resolve_flux_layers  # noqa: F401 (also used by tests through this module)
+from ..flux_record import FluxRecord, FluxRecordInfo, FluxReplayMismatch
+from ..kv_store import tensor_fingerprint
+from ..layers import default_omega
+from ..masks import TokenMasks, check_mask_aspect, check_mask_batch
+from .checks import FreeCureConflict, check_no_caching, check_same_weights, weights_identity
+
+log = logging.getLogger("FreeCure")
+OVERRIDE = "optimized_attention_override"
+
+
+def is_flux(model_patcher) -> bool:
+    """True for a MODEL whose diffusion model is ComfyUI's FLUX transformer (FLUX.1 dev/schnell and fine-tunes)."""
+    try:
+        from comfy.ldm.flux.model import Flux
+    except ImportError:
+        return False
+    inner = getattr(model_patcher, "model", None)
+    return isinstance(getattr(inner, "diffusion_model", None), Flux)
+
+
+def newer_hooks() -> list[str]:
+    """Pre-attention FLUX patch hooks of newer ComfyUI versions found in this install (informational)."""
+    import inspect
+    try:
+        from comfy.ldm.flux import layers
+        src = inspect.getsource(layers)
+    except (ImportError, OSError):
+        return []
+    return [h for h in ("attn1_patch", "attn1_output_patch") if h in src]
+
+
+def block_counts(model_patcher) -> tuple[int, int]:
+    dm = model_patcher.model.diffusion_model
+    return len(dm.double_blocks), len(dm.single_blocks)
+
+
+def token_grid(latent_shape, patch: int = 2) -> tuple[int, int]:
+    """FLUX's image-token grid for a latent (B, C, h, w): ceil(h / patch) x ceil(w / patch), row-major."""
+    h, w = latent_shape[-2:]
+    return (-(-int(h) // patch), -(-int(w) // patch))
+
+
+def _cond_rows(transformer_options: dict, batch: int) -> list[int]:
+    """Batch rows holding conditional (0) chunks, from ComfyUI's cond_or_uncond list."""
+    chunks = transformer_options.get("cond_or_uncond") or [0]
+    per = batch // len(chunks)
+    return [r for i, c in enumerate(chunks) if c == 0 for r in range(i * per, (i + 1) * per)]
+
+
+class FluxRun:
+    """One sampling run's FASA state: blocks, mode ("record"/"replay"/"lockstep"), record, masks, window."""
+
+    def __init__(self, blocks, mode: str, record: FluxRecord, *, omega: float = 0.0, masks=None,
+                 sigma_start: float = float("inf"), sigma_end: float = 0.0):
+        self.blocks, self.mode, self.record = set(blocks), mode, record
+        self.omega, self.masks = float(omega), masks
+        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self.eval_index = -1
+        self.sigma = None
+        self.n_txt = None
+        self.fasa_calls = 0
+
+    def begin_eval(self, sigma: float) -> None:
+        self.eval_index += 1
+        self.sigma = float(sigma)
+
+    def in_window(self) -> bool:
+        return self.sigma_end - 1e-9 <= self.sigma <= self.sigma_start + 1e-9
+
+    def _post_input(self, args: dict) -> dict:
+        self.n_txt = int(args["txt"].shape[1])
+        return args
+
+    def options(self, model_options: dict, role: str) -> dict:
+        """A copy of model_options with the post_input patch and this run's attention override (role "record" or
+        "consume"), chaining an override that is already there."""
+        opts = comfy.model_patcher.create_model_options_clone(model_options)
+        to = opts.setdefault("transformer_options", {})
+        patches = dict(to.get("patches", {}))
+        patches["post_input"] = list(patches.get("post_input", [])) + [self._post_input]
+        to["patches"] = patches
+        previous = to.get(OVERRIDE)
+        to[OVERRIDE] = self._override(role, previous)
+        return opts
+
+    def _override(self, role: str, previous):
+        def freecure_flux_attention(func, *args, **kwargs):
+            plain = (lambda: previous(func, *args, **kwargs)) if previous is not None else (lambda: func(*args, **kwargs))
+            to = kwargs.get("transformer_options") or {}
+            block = (to.get("block_type"), to.get("block_index"))
+            if block not in self.blocks or not kwargs.get("skip_reshape") or len(args) < 3 or self.n_txt is None:
+                return plain()
+            q, k, v = args[0], args[1], args[2]
+            out = plain()
+            rows = _cond_rows(to, q.shape[0])
+            if not rows:
+                return out
+            n_txt = self.n_txt
+            if role == "record":
+                self.record.put(self.eval_index, block, k[rows, :, n_txt:], v[rows, :, n_txt:])
+                return out
+            if not self.in_window():
+                return out
+            k_fd, v_fd = self.record.get(self.eval_index, block)
+            if k_fd.shape[0] != len(rows) or k_fd.shape[2] != self.masks.shape[1]:
+                raise FluxReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
+                                         f"{k_fd.shape[2]} image tokens at {block[0]} block {block[1]}, this pass "
+                                         f"{len(rows)} x {self.masks.shape[1]}; use the same batch and size")
+            idx = torch.tensor(rows, device=out.device)
+            masks = self.masks.to(q.device)
+            masks = masks if masks.shape[0] == len(rows) else masks[:1].expand(len(rows), -1)
+            fasa = flux_fasa(q[idx], k[idx], v[idx], out[idx], n_txt, k_fd.to(q.device, q.dtype),
+                             v_fd.to(q.device, q.dtype), masks, self.omega)
+            out = out.clone()
+            out[idx] = fasa
+            self.fasa_calls += 1
+            return out
+        return freecure_flux_attention
+
+
+def _sigma_of(timestep) -> float:
+    return float(timestep.flatten()[0])
+
+
+def _fingerprints(noise, latent_image) -> dict:
+    return {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
+            "latent_shape": tuple(latent_image.shape)}
+
+
+class _FluxGuider(comfy.samplers.CFGGuider):
+    def __init__(self, model_patcher, cfg: float):
+        super().__init__(model_patcher)
+        self.set_cfg(cfg)
+        self.run: FluxRun | None = None
+        self.report: dict = {"family": "flux"}
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        self._inputs = _fingerprints(noise, latent_image)
+        self._sigmas = sigmas
+        try:
+            return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        finally:
+            if self.run is not None:
+                self.report["fasa_calls"] = self.run.fasa_calls
+                self.run = None
+
+    def _fasa_run(self, fasa: FASAConfig, mode: str, record: FluxRecord, blocks) -> FluxRun:
+        shape = self._inputs["latent_shape"]
+        check_mask_batch(fasa.mask, shape[0])
+        check_mask_aspect(fasa.mask, shape[-2:])
+        grid = token_grid(shape)
+        masks = TokenMasks(fasa.mask, fasa.mask_resample).at(grid)
+        ms = self.model_patcher.model.model_sampling
+        omega = default_omega("flux") if fasa.omega == -1 else float(fasa.omega)
+        self.report.update(omega=omega, sites=[f"{b[0]}:{b[1]}" for b in blocks], token_grid=list(grid))
+        if fasa.mask_is_empty():
+            self.report["note"] = "the FASA mask is empty: sampling without FASA"
+            log.warning("FreeCure FLUX: the FASA mask is empty, so this run samples without FASA.")
+        return FluxRun(blocks, mode, record, omega=omega, masks=masks,
+                       sigma_start=ms.percent_to_sigma(fasa.start_percent), sigma_end=ms.percent_to_sigma(fasa.end_percent))
+
+
+def _blocks(model_patcher, layers: str):
+    return resolve_flux_layers(layers, *block_counts(model_patcher))
+
+
+class FluxFoundationGuider(_FluxGuider):
+    """Stage 1 for FLUX: the FD branch alone, recording FD image keys/values at the chosen blocks."""
+
+    def __init__(self, model_fd, positive, negative, cfg: float, record: bool, layers: str, offload: bool = True):
+        super().__init__(model_fd, cfg)
+        self.set_conds(positive, negative)
+        self.record_on, self.layers, self.offload = record, layers, offload
+        self.store: FluxRecord | None = None
+        if record:
+            check_no_caching(model_fd, "model_fd")
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                     latent_shapes=None):
+        if self.record_on:
+            blocks = _blocks(self.model_patcher, self.layers)
+            i = self._inputs
+            info = FluxRecordInfo(blocks=tuple(blocks), sigmas=tuple(float(s) for s in sigmas.flatten().tolist()),
+                                  latent_shape=i["latent_shape"], noise_id=i["noise_id"], latent_id=i["latent_id"],
+                                  weights_id=weights_identity(self.model_patcher))
+            self.store = FluxRecord(info, offload=self.offload)
+            self.run = FluxRun(blocks, "record", self.store)
+            self.report["sites"] = [f"{b[0]}:{b[1]}" for b in blocks]
+        return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                    disable_pbar, seed, latent_shapes=latent_shapes)
+
+    def sample(self, *args, **kwargs):
+        out = super().sample(*args, **kwargs)
+        if self.store is not None:
+            self.store.fd_samples = out.detach().to("cpu", copy=True)
+        return out
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        if self.run is not None:
+            self.store.begin_eval(_sigma_of(timestep))
+            self.run.begin_eval(_sigma_of(timestep))
+            model_options = self.run.options(model_options, "record")
+        return super().predict_noise(x, timestep, model_options, seed)
+
+
+class FluxReplayGuider(_FluxGuider):
+    """Stage 3 for FLUX, record/replay: PD alone; FD keys/values from the stage-1 record (any FD model)."""
+
+    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record: FluxRecord):
+        if not isinstance(record, FluxRecord):
+            raise FluxReplayMismatch("FreeCure FLUX: the kv input must come from FreeCure Foundation Sampler run on "
+                                     "a FLUX model with record on (this record is from an SD model or empty)")
+        check_no_caching(model_pd, "model_pd")
+        super().__init__(model_pd, cfg)
+        self.fasa, self.record = fasa, record
+        self.set_conds(positive, negative)
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        pd = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        return torch.cat([pd, self.record.fd_samples.to(device=pd.device, dtype=pd.dtype)])
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                     latent_shapes=None):
+        blocks = _blocks(self.model_patcher, self.fasa.layers)
+        i = self._inputs
+        self.record.check_compatible(blocks=blocks, sigmas=[float(s) for s in sigmas.flatten().tolist()],
+                                     latent_shape=i["latent_shape"], noise_id=i["noise_id"], latent_id=i["latent_id"])
+        run = self._fasa_run(self.fasa, "replay", self.record, blocks)
+        compact = self.record.compacted(run.masks)
+        run.record, run.masks = compact, run.masks[:, compact.kept]
+        self.report["store_bytes"], self.report["compacted_bytes"] = self.record.nbytes(), compact.nbytes()
+        self.run = run
+        return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                    disable_pbar, seed, latent_shapes=latent_shapes)
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        sigma = _sigma_of(timestep)
+        self.run.begin_eval(sigma)
+        self.record.check_eval(self.run.eval_index, sigma)
+        return super().predict_noise(x, timestep, self.run.options(model_options, "consume"), seed)
+
+
+class FluxLockstepGuider(_FluxGuider):
+    """Stage 3 for FLUX, lockstep: [PD rows; FD rows] from identical noise, FD evaluated first each step."""
+
+    def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
+        check_same_weights(model_pd, model_fd)
+        check_no_caching(model_pd, "model_pd")
+        check_no_caching(model_fd, "model_fd")
+        super().__init__(model_pd, cfg)
+        self.model_fd, self.fasa = model_fd, fasa
+        self.inner_set_conds({"positive": positive, "negative": negative,
+                              "fd_positive": fd_positive, "fd_negative": fd_negative})
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        latent2 = torch.cat([latent_image, latent_image])
+        if sigmas.shape[-1] == 0:
+            return latent2
+        out = super().sample(torch.cat([noise, noise]), latent2, sampler, sigmas, denoise_mask, callback,
+                             disable_pbar, seed)
+        return out
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                     latent_shapes=None):
+        half = dict(self._inputs, latent_shape=(latent_image.shape[0] // 2, *latent_image.shape[1:]))
+        self._inputs = half
+        blocks = _blocks(self.model_patcher, self.fasa.layers)
+        info = FluxRecordInfo(tuple(blocks), (), half["latent_shape"], "", "", "")
+        self.run = self._fasa_run(self.fasa, "lockstep", FluxRecord(info, offload=False, dtype=torch.float32), blocks)
+        return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                    disable_pbar, seed, latent_shapes=latent_shapes)
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        from .guiders import _branch_options
+        b = x.shape[0] // 2
+        self.run.begin_eval(_sigma_of(timestep))
+        self.run.record.entries.clear()
+        fd_opts = self.run.options(_branch_options(model_options, self.model_fd), "record")
+        fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
+                                              self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
+        pd_opts = self.run.options(model_options, "consume")
+        pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
+                                              self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
+        self.run.record.entries.clear()
+        return torch.cat([pd, fd])
+
+
+def check_flux_fasa(fasa: FASAConfig) -> None:
+    """Settings FLUX does not offer, refused by name."""
+    if fasa.uncond_blend:
+        raise FreeCureConflict("FreeCure FLUX: uncond_blend is not used with FLUX (distilled FLUX has no uncond row; "
+                               "with CFG the uncond rows keep plain attention); set it to 0")
