@@ -12,7 +12,8 @@ LAYER_CHOICES = list(PRESETS) + ["custom"]
 
 LAYERS_TIP = ("Self-attention layers where FASA acts. reference = the FreeCure code's layers (SD1.x decoder at the "
               "two finest resolutions; SDXL the last 20 self-attention blocks); decoder = every decoder layer; all = "
-              "every layer; custom = the list in custom_layers.")
+              "every layer; custom = the list in custom_layers. FLUX models: reference/decoder = every single-stream "
+              "block, all = every block, custom e.g. 'single:10-37, double:18'.")
 CUSTOM_TIP = ("Used when layers is 'custom': call positions like '50-69' (0-based, the reference code's numbering) "
               "or blocks like 'output:6-11', 'output:1.6-9' (block 1, transformer indices 6-9), 'middle'.")
 

@@ -292,7 +292,8 @@ def comfy_server(tmp_path_factory):
         "    insightface: models/insightface\n"
         "    controlnet: models/controlnet\n"
         "    instantid: models/instantid\n"
-        "    photomaker: models/photomaker\n")
+        "    photomaker: models/photomaker\n"
+        "    diffusion_models: models/diffusion_models\n")
 
     t0 = time.monotonic()
     server = _launch_server(root, tmp, tmp, env)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy.samplers
 import nodes as comfy_nodes
 from support.tiny_flux import build_tiny_flux, flux_conditioning
 
