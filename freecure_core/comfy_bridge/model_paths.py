@@ -90,31 +90,39 @@ def parser_path(choice: str) -> str:
     return path
 
 
+def _weight_files(folder: str, default: str) -> list[str]:
+    """Weight files in a model folder for a loader's list (`default` when there are none)."""
+    return [f for f in _files(folder) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or [default]
+
+
+def _weight_path(what: str, choice: str, folder: str) -> str:
+    """Full path of a file chosen from a model folder; ValueError for names leaving the folder, FileNotFoundError
+    naming the folder when it is not there."""
+    _check_name(what, choice, folder)
+    path = folder_paths.get_full_path(folder, choice)
+    if not path:
+        raise _missing(what, choice, folder)
+    return path
+
+
 def sam_choices() -> list[str]:
     """SAM checkpoints in models/sams."""
-    return [f for f in _files(SAMS) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or ["sam_vit_b_01ec64.pth"]
+    return _weight_files(SAMS, "sam_vit_b_01ec64.pth")
 
 
 def sam_path(choice: str) -> str:
-    _check_name("SAM checkpoint", choice, SAMS)
-    path = folder_paths.get_full_path(SAMS, choice)
-    if not path:
-        raise _missing("SAM checkpoint", choice, SAMS)
-    return path
+    """Full path of a sam_choices() entry."""
+    return _weight_path("SAM checkpoint", choice, SAMS)
 
 
 def instantid_choices() -> list[str]:
     """InstantID / CrossFaceID adapter files in models/instantid."""
-    return [f for f in _files(INSTANTID) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or ["ip-adapter.bin"]
+    return _weight_files(INSTANTID, "ip-adapter.bin")
 
 
 def instantid_path(choice: str) -> str:
     """Full path of an instantid_choices() entry; FileNotFoundError naming models/instantid otherwise."""
-    _check_name("InstantID adapter", choice, INSTANTID)
-    path = folder_paths.get_full_path(INSTANTID, choice)
-    if not path:
-        raise _missing("InstantID adapter", choice, INSTANTID)
-    return path
+    return _weight_path("InstantID adapter", choice, INSTANTID)
 
 
 def detector_folder(pack: str) -> str | None:
@@ -157,13 +165,9 @@ def clip_eval_path(choice: str) -> str:
 
 def lpips_choices() -> list[str]:
     """LPIPS weight files in models/lpips."""
-    return [f for f in _files(LPIPS) if os.path.splitext(f)[1].lower() in _WEIGHT_EXTS] or ["lpips_alex.safetensors"]
+    return _weight_files(LPIPS, "lpips_alex.safetensors")
 
 
 def lpips_path(choice: str) -> str:
     """Full path of an lpips_choices() entry; FileNotFoundError naming models/lpips otherwise."""
-    _check_name("LPIPS file", choice, LPIPS)
-    path = folder_paths.get_full_path(LPIPS, choice)
-    if not path:
-        raise _missing("LPIPS file", choice, LPIPS)
-    return path
+    return _weight_path("LPIPS file", choice, LPIPS)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import folder_paths
 from support import onnx_recognizer
+from support.comfy_folders import models_dir
 from support.pack_loader import pack_nodes
 from support.tiny_eval_models import make_tiny_clip, make_tiny_lpips
 
@@ -31,18 +31,8 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nodes(models_root):
-    saved = {k: (list(v[0]), set(v[1]) if isinstance(v[1], set) else v[1])
-             for k, v in folder_paths.folder_names_and_paths.items()}
-    old_models = folder_paths.models_dir
-    folder_paths.models_dir = str(models_root / "models")
-    for name in ("face_parsing", "facedetection", "sams", "insightface", "clip_eval", "lpips"):
-        folder_paths.folder_names_and_paths.pop(name, None)
-    folder_paths.filename_list_cache.clear()
-    yield pack_nodes("freecure_pack_metrics")
-    folder_paths.models_dir = old_models
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    with models_dir(models_root / "models", ("face_parsing", "facedetection", "sams", "insightface", "clip_eval", "lpips")):
+        yield pack_nodes("freecure_pack_metrics")
 
 
 def _portrait(models_root) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import folder_paths
+from support.comfy_folders import models_dir
 from support.pack_loader import pack_nodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -23,18 +23,8 @@ def models_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nodes(models_root):
-    saved = {k: (list(v[0]), set(v[1]) if isinstance(v[1], set) else v[1])
-             for k, v in folder_paths.folder_names_and_paths.items()}
-    old_models = folder_paths.models_dir
-    folder_paths.models_dir = str(models_root / "models")
-    for name in ("face_parsing", "facedetection", "sams", "insightface"):
-        folder_paths.folder_names_and_paths.pop(name, None)
-    folder_paths.filename_list_cache.clear()
-    yield pack_nodes("freecure_pack_stage2")
-    folder_paths.models_dir = old_models
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    with models_dir(models_root / "models", ("face_parsing", "facedetection", "sams", "insightface")):
+        yield pack_nodes("freecure_pack_stage2")
 
 
 def load_image(models_root, size=None):
