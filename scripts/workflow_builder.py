@@ -52,6 +52,12 @@ SOCKETS: dict[str, tuple[str, str]] = {
     "LoadImage": ("", "IMAGE:IMAGE MASK:MASK"),
     "ControlNetLoader": ("", "CONTROL_NET:CONTROL_NET"),
     "PhotoMakerLoader": ("", "PHOTOMAKER:PHOTOMAKER"),
+    "UNETLoader": ("", "MODEL:MODEL"),
+    "DualCLIPLoader": ("", "CLIP:CLIP"),
+    "VAELoader": ("", "VAE:VAE"),
+    "FluxGuidance": ("conditioning:CONDITIONING", "CONDITIONING:CONDITIONING"),
+    "ConditioningZeroOut": ("conditioning:CONDITIONING", "CONDITIONING:CONDITIONING"),
+    "EmptySD3LatentImage": ("", "LATENT:LATENT"),
     # FreeCure (nodes/sampling.py, nodes/parsing.py, nodes/instantid.py, nodes/photomaker.py, nodes/identity.py)
     "FreeCureFoundationSampler": ("model_fd:MODEL positive:CONDITIONING negative:CONDITIONING latent_image:LATENT",
                                   "fd_latent:LATENT kv:FREECURE_KV"),
@@ -365,16 +371,19 @@ def _checkpoint_and_prompts(g: Graph, positive_text: str | None = PROMPT, ckpt: 
 
 
 def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefix: str, first_col: int,
-                     result_title: str = "FreeCure result") -> dict:
+                     result_title: str = "FreeCure result", vae: tuple | None = None, steps: int = STEPS,
+                     cfg: float = CFG, scheduler: str = "normal", latent_type: str = "EmptyLatentImage") -> dict:
     """Stages 1 and 3 in columns first_col.. first_col + 3 of the current band, stage 2 in a new band below.
 
     prefix: the stage-3 SaveImage's filename prefix, or None for a PreviewImage titled result_title instead.
-    Returns the nodes by name, and each stage's nodes under "stage1", "stage2", "stage3" (for groups).
+    vae: (node, output) of the VAE (default the checkpoint's). Returns the nodes by name, and each stage's nodes
+    under "stage1", "stage2", "stage3" (for groups).
     """
     c = first_col
-    latent = g.add("EmptyLatentImage", SIZE, SIZE, 1, col=c)
+    vae_node, vae_out = vae or (ckpt, "VAE")
+    latent = g.add(latent_type, SIZE, SIZE, 1, col=c)
     note1 = g.note(STAGE1_NOTE, col=c, size=(340, 150))
-    fd = g.add("FreeCureFoundationSampler", SEED, "fixed", STEPS, CFG, "euler", "normal", 1.0, "cond", "reference",
+    fd = g.add("FreeCureFoundationSampler", SEED, "fixed", steps, cfg, "euler", scheduler, 1.0, "cond", "reference",
                "", "auto", True, col=c, title="FreeCure Foundation Sampler (stage 1)")
     g.connect(br.model_fd[0], br.model_fd[1], fd, "model_fd")
     g.connect(br.fd_positive[0], br.fd_positive[1], fd, "positive")
@@ -382,12 +391,12 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     g.connect(latent, "LATENT", fd, "latent_image")
     fd_decode = g.add("VAEDecode", col=c + 1)
     g.connect(fd, "fd_latent", fd_decode, "samples")
-    g.connect(ckpt, "VAE", fd_decode, "vae")
+    g.connect(vae_node, vae_out, fd_decode, "vae")
     fd_preview = g.add("PreviewImage", col=c + 1, title="Foundation image (FD)")
     g.connect(fd_decode, "IMAGE", fd_preview, "images")
 
     note3 = g.note(STAGE3_NOTE, col=c + 2, size=(340, 190))
-    pd = g.add("FreeCureSampler", SEED, "fixed", STEPS, CFG, "euler", "normal", 1.0, col=c + 2,
+    pd = g.add("FreeCureSampler", SEED, "fixed", steps, cfg, "euler", scheduler, 1.0, col=c + 2,
                title="FreeCure Sampler (stage 3)")
     for name, (node, out) in (("model_pd", br.model_pd), ("model_fd", br.model_fd), ("positive", br.positive),
                               ("negative", br.negative), ("fd_positive", br.fd_positive),
@@ -397,7 +406,7 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     g.connect(fd, "kv", pd, "kv")
     pd_decode = g.add("VAEDecode", col=c + 3)
     g.connect(pd, "pd_latent", pd_decode, "samples")
-    g.connect(ckpt, "VAE", pd_decode, "vae")
+    g.connect(vae_node, vae_out, pd_decode, "vae")
     if prefix is None:
         result = g.add("PreviewImage", col=c + 3, title=result_title)
     else:
@@ -740,9 +749,44 @@ def freecure_peer_faceid() -> dict:
     return g.to_json()
 
 
+# ------------------------------------------------------------------------------------------ FLUX
+def freecure_flux() -> dict:
+    g = Graph()
+    g.note("FreeCure on FLUX (FLUX.1 dev; PuLID-FLUX / InfiniteYou style).\n\nThe same FreeCure nodes: they see "
+           "a FLUX MODEL and use FLUX's joint attention (PD's image queries also attend to FD's image keys inside "
+           "the mask, omega 2.0 = the paper's; text tokens untouched).\n\nFD wiring for an identity pack: insert "
+           "its apply node (e.g. Apply PuLID Flux, InfiniteYou) between Load Diffusion Model and model_pd of FreeCure "
+           "Sampler; model_fd and stage 1 keep the plain FLUX MODEL (identity off). Such packs patch the model "
+           "object, so keep the kv link (replay). As shipped, PD = FD: a skeleton to insert your identity node "
+           "into.\n\nFLUX dev is guidance-distilled: cfg 1 with Flux Guidance 3.5, scheduler simple, 28 steps, the "
+           "same seed in both samplers. The negative prompt is unused at cfg 1 (zeroed here).", col=0, size=(340, 520))
+    unet = g.add("UNETLoader", "flux1-dev.safetensors", "default", col=0, title="Load Diffusion Model (FLUX)",
+                 size=(340, 82))
+    clip = g.add("DualCLIPLoader", "clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default", col=0,
+                 size=(340, 130))
+    vae = g.add("VAELoader", "ae.safetensors", col=0, size=(340, 58))
+    g.note("Model files (FreeCure never downloads them):\n- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/"
+           "\n- clip_l.safetensors, t5xxl_fp16.safetensors -> ComfyUI/models/text_encoders/\n- ae.safetensors -> "
+           "ComfyUI/models/vae/\n- BiSeNet 79999_iter.pth -> ComfyUI/models/face_parsing/\n\nRecord memory: stage 1 "
+           "keeps FD's image keys/values per recorded block and step (about 48 MB each at 1024x1024). For less, set "
+           "layers to custom, e.g. single:28-37, or disconnect kv (lockstep).", col=0, size=(340, 300))
+    pos = g.add("CLIPTextEncode", PROMPT, col=1, title="Prompt (both branches)", color=POSITIVE_COLOR)
+    g.connect(clip, "CLIP", pos, "clip")
+    guided = g.add("FluxGuidance", 3.5, col=1, size=(320, 58))
+    g.connect(pos, "CONDITIONING", guided, "conditioning")
+    neg = g.add("ConditioningZeroOut", col=1, title="Negative (unused at cfg 1)", size=(320, 26))
+    g.connect(pos, "CONDITIONING", neg, "conditioning")
+    br = Branches(model_pd=(unet, "MODEL"), model_fd=(unet, "MODEL"), positive=(guided, "CONDITIONING"),
+                  negative=(neg, "CONDITIONING"), fd_positive=(guided, "CONDITIONING"),
+                  fd_negative=(neg, "CONDITIONING"))
+    _freecure_stages(g, unet, br, PROMPT, "FreeCure/flux", first_col=2, vae=(vae, "VAE"), steps=28, cfg=1.0,
+                     scheduler="simple", latent_type="EmptySD3LatentImage")
+    return g.to_json()
+
+
 WORKFLOWS = {f.__name__: f for f in (freecure_instantid, freecure_crossfaceid, freecure_photomaker,
                                      freecure_peer_instantid, freecure_peer_pulid, freecure_peer_faceid,
-                                     freecure_apg)}
+                                     freecure_apg, freecure_flux)}
 
 
 def render(workflow: dict) -> str:

@@ -72,7 +72,7 @@ def _notes(wf: dict) -> str:
 # ------------------------------------------------------------------------------------------ static
 def test_builder_writes_the_committed_workflows():
     builder = _builder()
-    assert set(builder.WORKFLOWS) == set(NAMES + wu.APG_WORKFLOW_NAMES)
+    assert set(builder.WORKFLOWS) == set(NAMES + wu.APG_WORKFLOW_NAMES + wu.FLUX_WORKFLOW_NAMES)
     for name in builder.WORKFLOWS:
         text = builder.render(builder.WORKFLOWS[name]())
         assert text == (wu.WORKFLOWS_DIR / f"{name}.json").read_text(), (
@@ -306,3 +306,19 @@ def test_peer_api_copy_equals_converted_ui_workflow(object_info, merged_info, na
 @pytest.mark.parametrize("name", NAMES)
 def test_link_and_socket_types_match_object_info(merged_info, name):
     _check_types(name, merged_info)
+
+
+def test_flux_workflow_wiring():
+    """FLUX settings in the FLUX template: the diffusion model feeds both branches, Flux Guidance the positives, the
+    FLUX VAE both decoders, cfg 1 with the simple scheduler and a 16-channel latent in both samplers."""
+    api = wu.load_api("freecure_flux")
+    unet, guide = wu.only_node(api, "UNETLoader"), wu.only_node(api, "FluxGuidance")
+    vae, latent = wu.only_node(api, "VAELoader"), wu.only_node(api, "EmptySD3LatentImage")
+    fd, pd = api[wu.only_node(api, "FreeCureFoundationSampler")]["inputs"], api[wu.only_node(api, "FreeCureSampler")]["inputs"]
+    assert fd["model_fd"][0] == pd["model_pd"][0] == pd["model_fd"][0] == unet
+    assert fd["positive"][0] == pd["positive"][0] == pd["fd_positive"][0] == guide
+    assert pd["kv"] == [wu.only_node(api, "FreeCureFoundationSampler"), 1]
+    assert fd["latent_image"][0] == pd["latent_image"][0] == latent
+    for s in (fd, pd):
+        assert (s["cfg"], s["scheduler"], s["seed"]) == (1.0, "simple", 42)
+    assert {api[n]["inputs"]["vae"][0] for n in api if api[n]["class_type"] == "VAEDecode"} == {vae}
