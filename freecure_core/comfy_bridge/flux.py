@@ -14,6 +14,7 @@ rows keep plain attention (uncond_blend is not offered for FLUX). All state live
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -23,12 +24,12 @@ import comfy.samplers
 
 from ..config import FASAConfig
 from ..flux_attention import flux_fasa
-from ..flux_layers import resolve_flux_layers  # noqa: F401 (also used by tests through this module)
+from ..flux_layers import resolve_flux_layers
 from ..flux_record import FluxRecord, FluxRecordInfo, FluxReplayMismatch
-from ..kv_store import tensor_fingerprint
 from ..layers import default_omega
 from ..masks import TokenMasks, check_mask_aspect, check_mask_batch
 from .checks import FreeCureConflict, check_no_caching, check_same_weights, weights_identity
+from .guiders import PairedLockstepSampling, PairedReplaySampling, _branch_options, _sigma_of, input_fingerprints
 
 log = logging.getLogger("FreeCure")
 OVERRIDE = "optimized_attention_override"
@@ -44,15 +45,17 @@ def is_flux(model_patcher) -> bool:
     return isinstance(getattr(inner, "diffusion_model", None), Flux)
 
 
-def newer_hooks() -> list[str]:
-    """Pre-attention FLUX patch hooks of newer ComfyUI versions found in this install (informational)."""
+@functools.lru_cache(maxsize=1)
+def newer_hooks() -> tuple[str, ...]:
+    """Pre-attention FLUX patch hooks of newer ComfyUI versions found in this install (reported by the guiders as
+    newer_flux_hooks; this path works with or without them)."""
     import inspect
     try:
         from comfy.ldm.flux import layers
         src = inspect.getsource(layers)
-    except (ImportError, OSError):
-        return []
-    return [h for h in ("attn1_patch", "attn1_output_patch") if h in src]
+    except (ImportError, OSError, TypeError):
+        return ()
+    return tuple(h for h in ("attn1_patch", "attn1_output_patch") if h in src)
 
 
 def block_counts(model_patcher) -> tuple[int, int]:
@@ -144,26 +147,16 @@ class FluxRun:
         return freecure_flux_attention
 
 
-def _sigma_of(timestep) -> float:
-    return float(timestep.flatten()[0])
-
-
-def _fingerprints(noise, latent_image) -> dict:
-    return {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
-            "latent_shape": tuple(latent_image.shape)}
-
-
 class _FluxGuider(comfy.samplers.CFGGuider):
     def __init__(self, model_patcher, cfg: float):
         super().__init__(model_patcher)
         self.set_cfg(cfg)
         self.run: FluxRun | None = None
-        self.report: dict = {"family": "flux"}
+        self.report: dict = {"family": "flux", "newer_flux_hooks": list(newer_hooks())}
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
-        self._inputs = _fingerprints(noise, latent_image)
-        self._sigmas = sigmas
+        self._inputs = input_fingerprints(noise, latent_image)
         try:
             return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         finally:
@@ -230,7 +223,7 @@ class FluxFoundationGuider(_FluxGuider):
         return super().predict_noise(x, timestep, model_options, seed)
 
 
-class FluxReplayGuider(_FluxGuider):
+class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
     """Stage 3 for FLUX, record/replay: PD alone; FD keys/values from the stage-1 record (any FD model)."""
 
     def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record: FluxRecord):
@@ -242,10 +235,8 @@ class FluxReplayGuider(_FluxGuider):
         self.fasa, self.record = fasa, record
         self.set_conds(positive, negative)
 
-    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
-               seed=None):
-        pd = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
-        return torch.cat([pd, self.record.fd_samples.to(device=pd.device, dtype=pd.dtype)])
+    def recorded_fd_samples(self) -> torch.Tensor:
+        return self.record.fd_samples
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None):
@@ -268,7 +259,7 @@ class FluxReplayGuider(_FluxGuider):
         return super().predict_noise(x, timestep, self.run.options(model_options, "consume"), seed)
 
 
-class FluxLockstepGuider(_FluxGuider):
+class FluxLockstepGuider(PairedLockstepSampling, _FluxGuider):
     """Stage 3 for FLUX, lockstep: [PD rows; FD rows] from identical noise, FD evaluated first each step."""
 
     def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
@@ -279,15 +270,6 @@ class FluxLockstepGuider(_FluxGuider):
         self.model_fd, self.fasa = model_fd, fasa
         self.inner_set_conds({"positive": positive, "negative": negative,
                               "fd_positive": fd_positive, "fd_negative": fd_negative})
-
-    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
-               seed=None):
-        latent2 = torch.cat([latent_image, latent_image])
-        if sigmas.shape[-1] == 0:
-            return latent2
-        out = super().sample(torch.cat([noise, noise]), latent2, sampler, sigmas, denoise_mask, callback,
-                             disable_pbar, seed)
-        return out
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None):
@@ -300,7 +282,6 @@ class FluxLockstepGuider(_FluxGuider):
                                     disable_pbar, seed, latent_shapes=latent_shapes)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        from .guiders import _branch_options
         b = x.shape[0] // 2
         self.run.begin_eval(_sigma_of(timestep))
         self.run.record.entries.clear()

@@ -36,6 +36,40 @@ def _sigma_of(timestep) -> float:
     return float(timestep.flatten()[0])
 
 
+def input_fingerprints(noise, latent_image) -> dict:
+    """Fingerprints of what a run samples (checked by record/replay): noise and latent content, latent shape."""
+    return {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
+            "latent_shape": tuple(latent_image.shape)}
+
+
+class PairedLockstepSampling:
+    """sample() of a lockstep guider (mixed in before the CFGGuider base): one sampler run over the paired batch
+    [PD rows; FD rows] from identical noise; returns that pair.
+
+    A per-image denoise mask needs no doubling: ComfyUI repeats masks cyclically over the batch."""
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        latent2 = torch.cat([latent_image, latent_image])
+        if sigmas.shape[-1] == 0:
+            return latent2
+        return super().sample(torch.cat([noise, noise]), latent2, sampler, sigmas, denoise_mask, callback,
+                              disable_pbar, seed)
+
+
+class PairedReplaySampling:
+    """sample() of a replay guider (mixed in before the CFGGuider base): PD alone, returned with the FD rows
+    recorded by stage 1 as the pair [PD rows; FD rows], like the lockstep guider."""
+
+    def recorded_fd_samples(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        pd = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        return torch.cat([pd, self.recorded_fd_samples().to(device=pd.device, dtype=pd.dtype)])
+
+
 def _branch_options(runtime_options: dict, branch_patcher) -> dict:
     """The runtime model_options with the patches and CFG hooks of `branch_patcher` instead of the guider's."""
     opts = comfy.model_patcher.create_model_options_clone(runtime_options)
@@ -76,8 +110,7 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
 
     def remember_inputs(self, noise, latent_image):
         """Fingerprints of what this run samples (checked by record/replay)."""
-        self._inputs = {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
-                        "latent_shape": tuple(latent_image.shape)}
+        self._inputs = input_fingerprints(noise, latent_image)
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None):
@@ -165,7 +198,7 @@ class FoundationGuider(_FreeCureGuider):
         return super().predict_noise(x, timestep, model_options, seed)
 
 
-class LockstepGuider(_FreeCureGuider):
+class LockstepGuider(PairedLockstepSampling, _FreeCureGuider):
     """Stage 3, lockstep: one sampler run over [PD rows; FD rows] with identical starting noise."""
 
     def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
@@ -176,18 +209,6 @@ class LockstepGuider(_FreeCureGuider):
         self.model_fd, self.fasa = model_fd, fasa
         self.inner_set_conds({"positive": positive, "negative": negative,
                               "fd_positive": fd_positive, "fd_negative": fd_negative})
-
-    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
-               seed=None):
-        """Sample PD and FD together; returns the paired batch [PD rows; FD rows].
-
-        A per-image denoise mask needs no doubling: ComfyUI repeats masks cyclically over the batch.
-        """
-        latent2 = torch.cat([latent_image, latent_image])
-        if sigmas.shape[-1] == 0:
-            return latent2
-        return super().sample(torch.cat([noise, noise]), latent2, sampler, sigmas, denoise_mask, callback,
-                              disable_pbar, seed)
 
     def remember_inputs(self, noise, latent_image):
         half = latent_image.shape[0] // 2
@@ -213,7 +234,7 @@ class LockstepGuider(_FreeCureGuider):
         return torch.cat([pd, fd])
 
 
-class ReplayGuider(_FreeCureGuider):
+class ReplayGuider(PairedReplaySampling, _FreeCureGuider):
     """Stage 3, record/replay: PD alone, FD keys/values replayed from the stage-1 record."""
 
     def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, store: KVStore):
@@ -225,11 +246,8 @@ class ReplayGuider(_FreeCureGuider):
         self.fasa, self.store = fasa, store
         self.set_conds(positive, negative)
 
-    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
-               seed=None):
-        """Sample PD alone; returns the pair [PD rows; recorded FD rows] like the lockstep guider."""
-        pd = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
-        return torch.cat([pd, self.store.fd_samples.to(device=pd.device, dtype=pd.dtype)])
+    def recorded_fd_samples(self) -> torch.Tensor:
+        return self.store.fd_samples
 
     def make_run(self, family, sites, sigmas, device):
         run = self._fasa_run(self.fasa, family, sites, "replay")

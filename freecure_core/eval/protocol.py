@@ -195,14 +195,13 @@ def _png_bytes(path: pathlib.Path) -> bytes:
     return buf.getvalue()
 
 
-def generate(args, base: dict, todo: list[dict], printer) -> list[str]:
-    """Run the prompts of `todo` through freecure_core.run; store each output image; returns error lines."""
+def generate(args, base: dict, todo: list[dict], printer, slots, image_at, save: str) -> list[str]:
+    """Run the prompts of `todo` through freecure_core.run (the prompt text into `slots`, the identity photo into
+    `image_at`); store each image of node `save`; returns error lines."""
     from .. import run as runner
     out = pathlib.Path(args.out)
     gen = out / "generation" / time.strftime("%Y%m%d-%H%M%S")
     gen.mkdir(parents=True, exist_ok=True)
-    slots, image_at, save = prompt_slots(base, args.prompt_inputs), image_slot(base, args.image_input), None
-    save = output_node(base, args.output_node)
     baseline_sets = args.baseline_sets if args.baseline_sets is not None else list(DEFAULT_BASELINE_SETS)
     per_method = {m: method_prompt(base, m, baseline_sets) for m in args.methods}
 
@@ -350,7 +349,8 @@ def main(argv=None) -> int:
         identities = load_identities(args.identities, args.default_class)
         prompts = load_prompts(args.prompts)
         base = load_base(args)
-        prompt_slots(base, args.prompt_inputs), image_slot(base, args.image_input), output_node(base, args.output_node)
+        slots, image_at = prompt_slots(base, args.prompt_inputs), image_slot(base, args.image_input)
+        save = output_node(base, args.output_node)  # all three checked before anything runs
         out.mkdir(parents=True, exist_ok=True)
         csv_path = out / "results.csv"
         done = {table.row_key(r) for r in table.read_rows(csv_path)}
@@ -359,7 +359,7 @@ def main(argv=None) -> int:
         printer.line(f"{len(everything)} image(s) planned: {len(identities)} identities x {len(prompts)} prompts x "
                      f"{len(args.seed_list)} seeds x {len(args.methods)} methods; {len(todo)} to generate, "
                      f"{len(everything) - len(todo)} stored")
-        errors = generate(args, base, todo, printer) if todo else []
+        errors = generate(args, base, todo, printer, slots, image_at, save) if todo else []
         (out / "protocol.json").write_text(json.dumps({
             "workflow": str(pathlib.Path(args.workflow).resolve()), "sets": args.sets,
             "baseline_sets": args.baseline_sets if args.baseline_sets is not None else list(DEFAULT_BASELINE_SETS),

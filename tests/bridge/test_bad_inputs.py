@@ -22,6 +22,7 @@ import torch
 import folder_paths
 from freecure_core.comfy_bridge import face_parsing, model_paths
 from freecure_core.parsing.bisenet import random_bisenet, save_bisenet
+from support.comfy_folders import models_dir
 from support.pack_loader import pack_nodes
 
 PACK = "freecure_pack_bad_inputs"
@@ -49,18 +50,8 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nodes(models):
-    saved = {k: (list(v[0]), set(v[1]) if isinstance(v[1], set) else v[1])
-             for k, v in folder_paths.folder_names_and_paths.items()}
-    old_models = folder_paths.models_dir
-    folder_paths.models_dir = str(models)
-    for name in FOLDERS:
-        folder_paths.folder_names_and_paths.pop(name, None)
-    folder_paths.filename_list_cache.clear()
-    yield pack_nodes(PACK)
-    folder_paths.models_dir = old_models
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    with models_dir(models, FOLDERS):
+        yield pack_nodes(PACK)
 
 
 # ------------------------------------------------------------------------------------------ paths
