@@ -1,5 +1,7 @@
 # FreeCure for ComfyUI: the README's commands.
-#   make test   bootstrap .venv/ and .comfyui/ (pinned), then run every test
+#   make test   bootstrap the pinned test environments (.venv/ + .comfyui/ for ComfyUI 0.3.75, and .matrix/<version>/
+#               for each newer ComfyUI snapshot in ../shared/comfyui), then run every test once per ComfyUI version
+#               (scripts/test_matrix.sh; ARGS="tests/core -x" narrows it, FREECURE_COMFYUI=0.33.0 picks one version)
 #   make demo   run the face-parsing workflow headless (python -m freecure_core.run, embedded ComfyUI) on tiny
 #               models, writing images, the runner's record.json and a report to out/demo/
 #   make bench  print the engine's cost and speed figures and the README's performance table for this machine
@@ -11,7 +13,7 @@ venv:
 	bash scripts/bootstrap.sh
 
 test: venv
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	bash scripts/test_matrix.sh $(ARGS)
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --out out/demo

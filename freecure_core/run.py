@@ -23,12 +23,11 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 from .run_progress import Printer, Tracker
 from .run_record import now_iso, pack_commit, prompt_entry, save_images, write_record
-from .server_client import ComfyClient, ServerError
+from .server_client import ComfyClient, ServerError, new_prompt_id
 from .workflow_format import (WorkflowError, apply_sets, backend_types, expand_sweeps, is_api_format,
                               is_ui_format, ui_to_api)
 
@@ -198,9 +197,12 @@ def run_embedded(run: Run, workflow: dict, fmt: str, jobs: list[Job] | None) -> 
                 run.skip(job, "embedded")
                 continue
             tracker = Tracker(run.printer, job.tag("embedded"), job.prompt)
-            prompt_id = uuid.uuid4().hex
+            prompt_id = new_prompt_id()
             started, t = now_iso(), time.monotonic()
-            result = comfy.run(job.prompt, prompt_id, on_message=tracker.message, timeout=args.timeout or None)
+            try:
+                result = comfy.run(job.prompt, prompt_id, on_message=tracker.message, timeout=args.timeout or None)
+            except EmbeddedError as e:
+                raise SetupError(str(e)) from e
             tracker.finish_node()
             images, extra = {}, [_timeout_error(args.timeout)] if result["status"] == "timeout" else []
             try:
@@ -274,7 +276,7 @@ def run_on_server(run: Run, client: ComfyClient, ws, client_id: str, version, jo
     """Queue one prompt, follow it, download its images; returns (record entry, ws)."""
     tracker = Tracker(run.printer, job.tag(client.url), job.prompt)
     started, t = now_iso(), time.monotonic()
-    prompt_id = uuid.uuid4().hex
+    prompt_id = new_prompt_id()
     try:
         code, body = client.queue(job.prompt, client_id, prompt_id)
         if code != 200 or "prompt_id" not in body:
@@ -314,7 +316,7 @@ def run_on_server(run: Run, client: ComfyClient, ws, client_id: str, version, jo
 
 def server_worker(run: Run, client: ComfyClient, version, jobs: queue.Queue) -> None:
     """Take prompts from the shared queue until it is empty (or Ctrl-C), one at a time, on one server."""
-    client_id = uuid.uuid4().hex
+    client_id = new_prompt_id()
     ws = None
     try:
         ws = client.websocket(client_id)

@@ -23,6 +23,12 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 handshake constant
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+def new_prompt_id() -> str:
+    """A fresh prompt id in the form every ComfyUI accepts: a canonical lowercase hyphenated UUID (ComfyUI 0.33
+    refuses ``uuid4().hex``)."""
+    return str(uuid.uuid4())
+
+
 class ServerError(RuntimeError):
     """A ComfyUI server that cannot be reached or answers unexpectedly."""
 

@@ -80,6 +80,22 @@ def _pack_paths(folder: pathlib.Path) -> list[pathlib.Path]:
     return out
 
 
+# Every key some supported ComfyUI's executor reads from ``cache_args`` (its main.py builds the same dict): 0.3.75 reads
+# "lru" and "ram", 0.33 also "ram_inactive"; each ignores keys it does not read.  Zero: keep the last outputs only.
+_CLASSIC_CACHE_ARGS = {"lru": 0, "ram": 0, "ram_inactive": 0}
+
+
+def _make_executor(execution, server, version):
+    """ComfyUI's ``PromptExecutor`` with the classic cache, built as that version's main.py builds it."""
+    try:
+        return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
+                                        cache_args=dict(_CLASSIC_CACHE_ARGS))
+    except (TypeError, AttributeError, KeyError) as e:
+        raise EmbeddedError(f"FreeCure: ComfyUI {version}'s execution.PromptExecutor cannot be built the way the "
+                            f"runner knows ({type(e).__name__}: {e}); run this ComfyUI as a server and use "
+                            f"--server URL, or use a ComfyUI version listed in the FreeCure README") from e
+
+
 class EmbeddedComfy:
     """ComfyUI running in this process; one prompt at a time."""
 
@@ -227,8 +243,7 @@ class EmbeddedComfy:
             asyncio.run(self._load_custom_nodes(set(nodes.NODE_CLASS_MAPPINGS)))
         finally:
             hook_breaker_ac10a0.restore_functions()
-        self._executor = execution.PromptExecutor(self._server, cache_type=execution.CacheType.CLASSIC,
-                                                  cache_args={"lru": 0, "ram": 0})
+        self._executor = _make_executor(execution, self._server, self.version)
         return self
 
     # ------------------------------------------------------------------------------------------ queries
@@ -296,6 +311,10 @@ class EmbeddedComfy:
                 timer.start()
             try:
                 self._executor.execute(prompt, prompt_id, {"client_id": CLIENT_ID}, outputs)
+            except (KeyError, TypeError, AttributeError) as e:  # node errors are caught inside; this is the runner's
+                raise EmbeddedError(f"FreeCure: ComfyUI {self.version}'s executor failed outside any node "
+                                    f"({type(e).__name__}: {e}); the embedded runner does not support this ComfyUI "
+                                    f"version: run it as a server and use --server URL") from e
             finally:
                 if timer is not None:
                     timer.cancel()

@@ -11,11 +11,23 @@ from .tiny_models import _comfy, init_weights_
 CONTEXT_DIM, VEC_DIM, TEXT_TOKENS = 32, 32, 8
 
 
+# FluxParams fields that newer ComfyUIs require, with the value their model detection gives a FLUX.1 file
+# (0.33 added txt_ids_dims: [] for FLUX.1, [3] for FLUX.2)
+_NEWER_FIELDS = {"txt_ids_dims": []}
+
+
 def unet_config(guidance_embed: bool = True) -> dict:
-    return {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": VEC_DIM,
-            "context_in_dim": CONTEXT_DIM, "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 1, "depth": 2,
-            "depth_single_blocks": 2, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2, "qkv_bias": True,
-            "guidance_embed": guidance_embed}
+    """The tiny model's ComfyUI unet config, with the fields the installed ComfyUI's FluxParams requires."""
+    config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": VEC_DIM,
+              "context_in_dim": CONTEXT_DIM, "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 1, "depth": 2,
+              "depth_single_blocks": 2, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2, "qkv_bias": True,
+              "guidance_embed": guidance_embed}
+    _comfy()
+    import dataclasses
+    import comfy.ldm.flux.model
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    config.update({k: v for k, v in _NEWER_FIELDS.items() if k in fields})
+    return config
 
 
 def build_tiny_flux(seed: int = 0, guidance_embed: bool = True):

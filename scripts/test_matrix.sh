@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# make test: the whole suite once per ComfyUI that scripts/bootstrap.sh set up (.matrix/envs.tsv: the default
+# ComfyUI 0.3.75, plus each newer snapshot found in ../shared/comfyui), each in its own venv, one after the other.
+# Prints which ComfyUI versions ran (and says so plainly when only one did), then one closing line with the totals.
+# Arguments go to pytest (default: tests); FREECURE_COMFYUI=0.33.0 runs only that version.
+# Exit status: 0 only when every version's run passed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ENVS=$ROOT/.matrix/envs.tsv
+cd "$ROOT"
+if [[ ! -s "$ENVS" ]]; then
+  echo "test_matrix: $ENVS missing; run scripts/bootstrap.sh (make venv) first"
+  exit 2
+fi
+args=("$@")
+[[ ${#args[@]} -eq 0 ]] && args=(tests)
+
+declare -a summaries
+total_passed=0 total_failed=0 total_skipped=0 status=0 ran=0
+while IFS=$'\t' read -r version python comfy; do
+  [[ -z "$version" ]] && continue
+  if [[ -n "${FREECURE_COMFYUI:-}" && "$FREECURE_COMFYUI" != "$version" ]]; then
+    continue
+  fi
+  ran=$((ran + 1))
+  echo "================ FreeCure suite on ComfyUI $version ($comfy, $("$python" -c 'import torch; print("torch", torch.__version__)')) ================"
+  log=$(mktemp)
+  start=$(date +%s)
+  COMFYUI_PATH=$comfy HF_HUB_OFFLINE=1 "$python" -m pytest -q "${args[@]}" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  seconds=$(( $(date +%s) - start ))
+  last=$(grep -E '[0-9]+ (passed|failed|error|errors|skipped)' "$log" | tail -n1)
+  rm -f "$log"
+  count() { grep -oE "[0-9]+ $1" <<<"$last" | grep -oE '^[0-9]+' | head -n1 || true; }
+  passed=$(count passed); failed=$(count failed); errors=$(count 'errors?'); skipped=$(count skipped)
+  passed=${passed:-0}; failed=$(( ${failed:-0} + ${errors:-0} )); skipped=${skipped:-0}
+  if [[ $rc -ne 0 ]]; then
+    status=1
+    [[ $failed -eq 0 ]] && failed=1   # pytest failed without a count (collection error, no tests): still a failure
+  fi
+  total_passed=$((total_passed + passed)); total_failed=$((total_failed + failed))
+  total_skipped=$((total_skipped + skipped))
+  summaries+=("ComfyUI $version: $passed passed, $failed failed, $skipped skipped in ${seconds}s (pytest exit $rc)")
+done < "$ENVS"
+
+echo "================ FreeCure suite: ComfyUI versions run ================"
+if [[ $ran -eq 0 ]]; then
+  echo "no ComfyUI version matched FREECURE_COMFYUI=${FREECURE_COMFYUI:-} in $ENVS"
+  echo "matrix: 0 passed, 1 failed"
+  exit 1
+fi
+for s in "${summaries[@]}"; do echo "$s"; done
+if [[ $ran -eq 1 ]]; then
+  echo "NOTE: only one ComfyUI version ran.$( [[ -z "${FREECURE_COMFYUI:-}" ]] && echo " No newer ComfyUI snapshot" \
+    "(ComfyUI-<version>.tar.gz in ../shared/comfyui, or \$FREECURE_COMFYUI_SNAPSHOTS) was set up by scripts/bootstrap.sh.")"
+fi
+echo "matrix: $total_passed passed, $total_failed failed, $total_skipped skipped"
+exit $status
