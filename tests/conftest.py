@@ -140,6 +140,13 @@ class ComfyServer:
         return self.proc.poll() is None
 
     # -- API
+    @property
+    def version(self) -> str:
+        """The server's ComfyUI version (``/system_stats``), e.g. "0.33.0"."""
+        if getattr(self, "_version", None) is None:
+            self._version = self._get("/system_stats").json()["system"]["comfyui_version"]
+        return self._version
+
     def object_info(self, name=None):
         """``/object_info/<name>`` entry for one node class (None if unknown), or all."""
         if name is None:

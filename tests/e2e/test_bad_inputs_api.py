@@ -1,8 +1,8 @@
 """Bad inputs through the real server API, table-driven over every FreeCure node (issue 7, items 4 and 5).
 
 Each row of BAD is one prompt with one bad input for one node: a wrong type (a link from an output of another type),
-an out-of-range number (zero steps, omega, gamma, weights), an unknown choice (ComfyUI 0.3.75 does not check V3 combo
-values at queue time, so FreeCure does), a mismatched mask, a batch or size mismatch, an unsupported model, a replay of
+an out-of-range number (zero steps, omega, gamma, weights), an unknown choice (refused at validation by ComfyUIs that
+check combo values at queue time, as 0.33 does; 0.3.75 does not, so FreeCure's node refuses it: see ``Choice``), a mismatched mask, a batch or size mismatch, an unsupported model, a replay of
 a record with another seed / size / sampler / scheduler, a file name that leaves the model folders, a hostile or
 broken file. The prompt must either be refused at validation with a node error on that node naming the input (400;
 or 200 with node_errors when other outputs of the prompt are valid, which ComfyUI then runs), or fail at execution with an error of that node whose message starts with "FreeCure:" and names the input or the
@@ -57,6 +57,18 @@ class Invalid:
 @dataclass
 class Fails:
     """Fails at execution in the node (or `node_type`); the message starts with "FreeCure" and holds every text."""
+    texts: tuple
+    node_type: str | None = None
+    prefix: str = "FreeCure:"
+
+
+@dataclass
+class Choice:
+    """A value that is none of a combo input's options (an unknown choice, a file name outside the models folder).
+    ComfyUIs that check combo values at queue time (0.33) refuse the prompt at validation with value_not_in_list on
+    the node for `input`; those that do not (0.3.75) run it, and the node fails as `Fails(texts)` says.  Both tell the
+    user which input to fix; which one happened is printed (pytest -s)."""
+    input: str
     texts: tuple
     node_type: str | None = None
     prefix: str = "FreeCure:"
@@ -342,14 +354,14 @@ BAD: dict[str, list[Case]] = {
         Case("omega out of range", _fasa({"omega": 50.0}), Invalid("omega", "value_bigger_than_max")),
         Case("mask is an IMAGE", _fasa(mask=_image), Invalid("mask", "return_type_mismatch")),
         Case("custom layers empty", _fasa({"layers": "custom"}), Fails(("custom_layers", "output:6-11"))),
-        Case("unknown layers", _fasa({"layers": "../../etc"}), Fails(("layers", "reference, decoder, all, custom"))),
+        Case("unknown layers", _fasa({"layers": "../../etc"}), Choice("layers", ("layers", "reference, decoder, all, custom"))),
         Case("start after end", _fasa({"start_percent": 0.9, "end_percent": 0.1}), Fails(("start_percent",))),
     ],
     "FreeCureFoundationSampler": [
         Case("zero steps", _foundation({"steps": 0}), Invalid("steps", "value_smaller_than_min")),
         Case("latent is an IMAGE", _foundation(latent=_image), Invalid("latent_image", "return_type_mismatch")),
-        Case("unknown sampler", _foundation({"sampler_name": "warp_drive"}), Fails(("sampler_name", "euler"))),
-        Case("unknown record", _foundation({"record": "sometimes"}), Fails(("record", "cond"))),
+        Case("unknown sampler", _foundation({"sampler_name": "warp_drive"}), Choice("sampler_name", ("sampler_name", "euler"))),
+        Case("unknown record", _foundation({"record": "sometimes"}), Choice("record", ("record", "cond"))),
         Case("layers matching nothing", _foundation({"layers": "custom", "custom_layers": "output:40"}),
              Fails(("output:40",))),
     ],
@@ -385,23 +397,23 @@ BAD: dict[str, list[Case]] = {
         Case("gamma out of range", _apg({"gamma": 1.5}), Invalid("gamma", "value_bigger_than_max")),
         Case("zero steps", _apg({"steps": 0}), Invalid("steps", "value_smaller_than_min")),
         Case("samples is an IMAGE", _apg(samples=_image), Invalid("samples", "return_type_mismatch")),
-        Case("unknown scheduler", _apg({"scheduler": "sometimes"}), Fails(("scheduler", "normal"))),
+        Case("unknown scheduler", _apg({"scheduler": "sometimes"}), Choice("scheduler", ("scheduler", "normal"))),
     ],
     "FreeCureExpressionSplit": [
         Case("prompt is an IMAGE", _expression_split(_image), Invalid("prompt", "return_type_mismatch")),
     ],
     "FreeCureFaceParserLoader": [
-        Case("parser ../../ outside", _parser(OUTSIDE + "parser.safetensors"), Fails(("parser", "not allowed"))),
-        Case("parser absolute path", _parser("abs parser"), Fails(("not allowed", "models/face_parsing"))),
-        Case("parser backslashes", _parser("..\\..\\secret\\parser.safetensors"), Fails(("not allowed",))),
+        Case("parser ../../ outside", _parser(OUTSIDE + "parser.safetensors"), Choice("parser", ("parser", "not allowed"))),
+        Case("parser absolute path", _parser("abs parser"), Choice("parser", ("not allowed", "models/face_parsing"))),
+        Case("parser backslashes", _parser("..\\..\\secret\\parser.safetensors"), Choice("parser", ("not allowed",))),
         Case("parser pickle with code", _parser("evil parser"), Fails(("refusing", "weights_only=True",
                                                                        "not only tensors"))),
         Case("truncated parser", _parser("truncated parser"), Fails(("truncated or corrupt",))),
-        Case("face_detector is a path", _parser(face_detector="../../secret"), Fails(("face_detector", "antelopev2"))),
-        Case("unknown device", _parser(device="tpu"), Fails(("device", "auto, cpu"))),
+        Case("face_detector is a path", _parser(face_detector="../../secret"), Choice("face_detector", ("face_detector", "antelopev2"))),
+        Case("unknown device", _parser(device="tpu"), Choice("device", ("device", "auto, cpu"))),
     ],
     "FreeCureFaceParse": [
-        Case("unknown mode", _parser(mode="banana", target="parse"), Fails(("mode", "face crop"))),
+        Case("unknown mode", _parser(mode="banana", target="parse"), Choice("mode", ("mode", "face crop"))),
         Case("crop_margin out of range", _parser(crop_margin=5.0, target="parse"),
              Invalid("crop_margin", "value_bigger_than_max")),
         Case("image is a MASK", _parser(image=lambda g: [g("SolidMask", value=1.0, width=SIZE, height=SIZE), 0],
@@ -418,9 +430,9 @@ BAD: dict[str, list[Case]] = {
         Case("nothing to segment", _sam(), Fails(("region mask", "box or points"))),
         Case("region of another size", _sam(region=lambda g: [g("SolidMask", value=1.0, width=32, height=32), 0]),
              Fails(("region mask is 32x32", "640x640"))),
-        Case("unknown combine", _sam(box="1,1,20,20", combine="xor"), Fails(("combine", "replace"))),
+        Case("unknown combine", _sam(box="1,1,20,20", combine="xor"), Choice("combine", ("combine", "replace"))),
         Case("sam_model ../../ outside", _sam(box="1,1,20,20", sam_model=OUTSIDE + "sam.pth"),
-             Fails(("not allowed", "models/sams"))),
+             Choice("sam_model", ("not allowed", "models/sams"))),
     ],
     "FreeCureZeroFaceEmbeds": [
         Case("face_embeds is a LATENT",
@@ -429,14 +441,14 @@ BAD: dict[str, list[Case]] = {
     ],
     "FreeCureInstantIDLoader": [
         Case("adapter ../../ outside", _instantid_loader(OUTSIDE + "adapter.safetensors"),
-             Fails(("not allowed", "models/instantid"))),
-        Case("adapter absolute path", _instantid_loader("abs adapter"), Fails(("not allowed",))),
+             Choice("instantid_file", ("not allowed", "models/instantid"))),
+        Case("adapter absolute path", _instantid_loader("abs adapter"), Choice("instantid_file", ("not allowed",))),
         Case("adapter pickle with code", _instantid_loader("evil adapter"),
              Fails(("refusing", "weights_only=True", "not only tensors"))),
         Case("truncated adapter", _instantid_loader("truncated adapter"), Fails(("truncated or corrupt",))),
     ],
     "FreeCureInstantIDFaceAnalysis": [
-        Case("unknown provider", _face_analysis("TPU"), Fails(("provider", "CPU"))),
+        Case("unknown provider", _face_analysis("TPU"), Choice("provider", ("provider", "CPU"))),
     ],
     "FreeCureInstantIDPair": [
         Case("SD1.5 model with the SDXL adapter", _pair(ckpt=CKPT), Fails(("SDXL",))),
@@ -445,12 +457,12 @@ BAD: dict[str, list[Case]] = {
         Case("photo without a face", _pair(image=_image), Fails(("no face found in reference image 1",))),
     ],
     "FreeCureCLIPScoreLoader": [
-        Case("folder ../../ outside", _clip_loader(OUTSIDE + "clip"), Fails(("not allowed", "models/clip_eval"))),
+        Case("folder ../../ outside", _clip_loader(OUTSIDE + "clip"), Choice("clip_folder", ("not allowed", "models/clip_eval"))),
         Case("folder missing", _clip_loader("clip-vit-large-patch14"),
              Fails(("clip-vit-large-patch14", "models/clip_eval", "never downloads"))),
     ],
     "FreeCureLPIPSLoader": [
-        Case("file ../../ outside", _lpips_loader(OUTSIDE + "lpips.pth"), Fails(("not allowed", "models/lpips"))),
+        Case("file ../../ outside", _lpips_loader(OUTSIDE + "lpips.pth"), Choice("lpips_file", ("not allowed", "models/lpips"))),
         Case("size out of range", _lpips_loader("lpips_alex.safetensors", size=4), Invalid("size", "value_smaller_than_min")),
     ],
     "FreeCureIdentitySimilarity": [
@@ -545,6 +557,20 @@ def _check(server, case: Case, node_id: str, files: dict) -> None:
     prompt, key = case.build(files)
     where = f"{node_id} / {case.label}"
     code, body = server.queue(prompt)
+    if isinstance(case.expect, Choice):
+        refused = code == 400 or body.get("node_errors")
+        print(f"{where}: {'refused at validation' if refused else 'accepted; the node must fail'} "
+              f"(ComfyUI {server.version})")
+        choice = case.expect
+        case = Case(case.label, case.build,
+                    Invalid(choice.input, "value_not_in_list") if refused
+                    else Fails(choice.texts, choice.node_type, choice.prefix))
+        _check_answer(server, case, node_id, where, key, code, body)
+        return
+    _check_answer(server, case, node_id, where, key, code, body)
+
+
+def _check_answer(server, case: Case, node_id: str, where: str, key: str, code: int, body: dict) -> None:
     if isinstance(case.expect, Invalid):
         # 400; or 200 when the prompt has other, valid outputs: ComfyUI then runs those and reports node_errors
         assert code == 400 or (code == 200 and body.get("node_errors")), \
