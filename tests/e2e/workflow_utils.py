@@ -86,6 +86,18 @@ def assert_well_formed(wf: dict) -> dict:
     return nodes
 
 
+def output_problems(node: dict, node_info: dict) -> list[str]:
+    """How a UI node's output sockets disagree with the server's definition.  FreeCure's own nodes must match exactly.
+    A core node may offer outputs a workflow saved on an older ComfyUI does not list (0.33 gave SaveImage and
+    PreviewImage an IMAGE pass-through); the frontend adds those on load, so for core nodes the workflow's outputs
+    must be the first ones the server lists, in type and name."""
+    mine = [(o["type"], o["name"]) for o in node.get("outputs", [])]
+    server = list(zip(node_info["output"], node_info["output_name"]))
+    if node["type"].startswith("FreeCure") or node_info.get("python_module", "").startswith("custom_nodes."):
+        return [] if mine == server else [f"{node['type']}: outputs {mine} != the server's {server}"]
+    return [] if mine == server[:len(mine)] else [f"{node['type']}: outputs {mine} are not the first of {server}"]
+
+
 def assert_success(entry: dict) -> dict:
     """Assert a /history entry finished successfully (showing the end of its status otherwise); returns it."""
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
