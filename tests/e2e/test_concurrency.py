@@ -58,11 +58,13 @@ def _prompt(server, label, mode, seed, size, mask):
 
 def _flush_prompt(server) -> dict:
     """A prompt sharing only the checkpoint loader with the FreeCure prompts: ComfyUI's cache then holds nothing
-    else (decodes a 16x16 empty latent)."""
+    else (decodes a 16x16 empty latent).  The probe node always executes: 0.33's default RAM-pressure cache drops
+    older prompts' outputs only after a node of the current prompt has run (0.3.75's classic cache before)."""
     return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": server.checkpoint}},
             "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
             "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
-            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+            "5": {"class_type": soak.PROBE_NODE, "inputs": {"label": "flush"}}}
 
 
 class _Client:

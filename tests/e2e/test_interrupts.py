@@ -11,7 +11,9 @@
   that error, and its traceback runs through ``fasa_attn1``.
 
 After each, the prompt queued behind it succeeds: the reference prompt (replay, 64x64, 3 steps), sampled anew (not
-from the cache), gives exactly the pixels it gave before any interrupt; and the probe run after it finds no FreeCure
+from the cache: each case first asks the server to empty its cache with POST /free, which ComfyUI does between two
+prompts; without it, 0.33's default RAM-pressure cache may still hold the reference's stage-1 output when the
+interrupted prompt executed no node before its interrupt, and the recovery would take it from there), gives exactly the pixels it gave before any interrupt; and the probe run after it finds no FreeCure
 state but the one KVStore of that prompt, of the reference's size: no FasaRun, FASA patch closure or guider, no
 FreeCure patch, wrapper or callback on any ModelPatcher, no module hook, no monkeypatched ComfyUI function.
 """
@@ -142,7 +144,7 @@ def test_interrupt_mid_stage_leaves_nothing_behind(comfy_server, reference, case
         ids["apg"] = add_apg(p, ids, APG_STEPS, seed)
     node = ids[target]
     recovery, rids, probe = _recovery_prompt(server)
-
+    soak.empty_cache(server)
     prompt_id, next_id, step = queue_and_interrupt(server, p, node, at_step, then=recovery)
     entry = server.wait(prompt_id, timeout=120)
     assert entry["status"]["status_str"] == "error", entry["status"]

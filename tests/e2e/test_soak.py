@@ -107,9 +107,20 @@ def probe_of(entry: dict, probe_id: str) -> dict:
 
 
 def run_probe(server, label: str = "alone") -> dict:
-    """A prompt holding only the probe (so ComfyUI's output cache drops every other node's outputs first)."""
+    """A prompt holding only the probe, run twice; the second report is returned.  ComfyUI's output cache then holds
+    no other prompt's outputs whatever its policy: 0.3.75's classic cache drops them before the probe prompt runs,
+    0.33's default RAM-pressure cache only after that prompt's first executed node (the probe always executes)."""
     p = {"1": {"class_type": PROBE_NODE, "inputs": {"label": label}}}
+    ok(server.run(p, timeout=120))
     return probe_of(ok(server.run(p, timeout=120)), "1")
+
+
+def empty_cache(server) -> None:
+    """Ask the server to drop every cached output and unload models (POST /free, a public route of both versions).
+    ComfyUI acts on it between two prompts, so the next prompt queued after the running one starts from nothing."""
+    import requests
+    r = requests.post(server.url + "/free", json={"unload_models": True, "free_memory": True}, timeout=30)
+    assert r.status_code == 200, r.text
 
 
 def ok(entry: dict, what: str = "") -> dict:
