@@ -284,6 +284,7 @@ def run_on_server(run: Run, client: ComfyClient, ws, client_id: str, version, jo
                                 prompt_id, error=body.get("error") or {"message": f"HTTP {code}: {body}"},
                                 node_errors=body.get("node_errors")), ws
         prompt_id = body["prompt_id"]
+        refused = body.get("node_errors") or {}  # some outputs refused at validation; ComfyUI runs the others
         deadline = time.monotonic() + run.args.timeout if run.args.timeout else None
         entry, ws, timed_out = _wait_for_prompt(run, client, ws, prompt_id, tracker, deadline)
     except ServerError as e:
@@ -293,7 +294,8 @@ def run_on_server(run: Run, client: ComfyClient, ws, client_id: str, version, jo
     late = [_timeout_error(run.args.timeout)] if timed_out else []
     if entry is None:
         return prompt_entry(job, client.url, version, started, now_iso(), time.monotonic() - t,
-                            "timeout" if timed_out else "interrupted", prompt_id, extra_errors=late), ws
+                            "timeout" if timed_out else "interrupted", prompt_id, node_errors=refused,
+                            extra_errors=late), ws
     status_info = entry.get("status") or {}
     messages = status_info.get("messages") or []
     events = {m[0] for m in messages}
@@ -302,7 +304,7 @@ def run_on_server(run: Run, client: ComfyClient, ws, client_id: str, version, jo
     elif "execution_interrupted" in events:
         status = "interrupted"
     else:
-        status = "success" if status_info.get("status_str") == "success" else "error"
+        status = "success" if status_info.get("status_str") == "success" and not refused else "error"
     outputs, extra, images = entry.get("outputs") or {}, late if status == "timeout" else [], {}
     try:
         images = save_images(outputs, client.view, run.out, job.index)
@@ -311,7 +313,7 @@ def run_on_server(run: Run, client: ComfyClient, ws, client_id: str, version, jo
         extra.append({"node_id": None, "node_type": None, "message": f"downloading outputs failed: {e}",
                       "type": "output"})
     return prompt_entry(job, client.url, version, started, now_iso(), time.monotonic() - t, status, prompt_id,
-                        outputs, messages, images=images, extra_errors=extra), ws
+                        outputs, messages, node_errors=refused, images=images, extra_errors=extra), ws
 
 
 def server_worker(run: Run, client: ComfyClient, version, jobs: queue.Queue) -> None:

@@ -324,6 +324,8 @@ class EmbeddedComfy:
                 status = "timeout"
             elif "execution_interrupted" in events:
                 status = "interrupted"
+            elif node_errors:  # outputs refused at validation were left out; the others ran
+                status = "error"
             else:
                 status = "success" if self._executor.success and "execution_error" not in events else "error"
             result = getattr(self._executor, "history_result", None) or {}
