@@ -26,7 +26,7 @@ while IFS=$'\t' read -r version python comfy; do
   echo "================ FreeCure suite on ComfyUI $version ($comfy, $("$python" -c 'import torch; print("torch", torch.__version__)')) ================"
   log=$(mktemp)
   start=$(date +%s)
-  COMFYUI_PATH=$comfy HF_HUB_OFFLINE=1 "$python" -m pytest -q "${args[@]}" 2>&1 | tee "$log"
+  COMFYUI_PATH=$comfy HF_HUB_OFFLINE=1 "$python" -m pytest -q -rs "${args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   seconds=$(( $(date +%s) - start ))
   last=$(grep -E '[0-9]+ (passed|failed|error|errors|skipped)' "$log" | tail -n1)

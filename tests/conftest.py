@@ -76,6 +76,18 @@ def pytest_configure(config):
     _guard_the_network()
 
 
+def pytest_report_header(config):
+    """Which ComfyUI this run tests (scripts/test_matrix.sh runs the suite once per version)."""
+    from support.comfy_env import comfy_root
+    root = comfy_root()
+    try:
+        text = (root / "comfyui_version.py").read_text()
+        version = text.split("__version__", 1)[1].split('"')[1]
+    except (OSError, IndexError):
+        version = "unknown (no comfyui_version.py)"
+    return f"ComfyUI {version} at {root}"
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session when anything (this process or a guarded subprocess) tried to reach another machine."""
     from support import no_network
