@@ -1,9 +1,9 @@
 """Lays out FreeCure's identity and APG example workflows (UI format, what the ComfyUI frontend saves) from short
-descriptions, and writes them to ``workflows/``.
+descriptions, and writes them to ``workflows/``; also the "FreeCure" subgraph blueprint in ``subgraphs/``.
 
-    python scripts/workflow_builder.py            # rewrite every workflow described below
-    python scripts/workflow_builder.py NAME ...   # only these (e.g. freecure_instantid)
-    python scripts/workflow_builder.py --check    # exit 1 if a file in workflows/ differs from its description
+    python scripts/workflow_builder.py            # rewrite every workflow and blueprint described below
+    python scripts/workflow_builder.py NAME ...   # only these (e.g. freecure_instantid, FreeCure)
+    python scripts/workflow_builder.py --check    # exit 1 if a file differs from its description
 
 Pure Python (no ComfyUI import). A description is a function that adds nodes to a ``Graph`` and connects their
 sockets by name; the graph assigns node and link ids, the execution ``order``, positions (a simple column
@@ -22,6 +22,10 @@ canvas) and writes LiteGraph "version 0.4" JSON as the existing workflows have i
 * ``groups``: LiteGraph groups (``Graph.group``: title, color, members), each ``bounding`` [x, y, w, h] around its
   member nodes (title bars included) with room for the group's own title; no other node may touch a group.
 
+A subgraph blueprint (``Blueprint``, served by ComfyUI from ``<pack>/subgraphs/*.json`` under ``/global_subgraphs``)
+is the same kind of graph inside ``definitions.subgraphs[0]`` (links as objects, the subgraph's input and output
+nodes as ids -10 and -20), with one node of that subgraph's type as the file's only top-level node.
+
 Socket signatures come from ``SOCKETS`` below (written from the nodes' declarations: nodes/*.py for FreeCure,
 ComfyUI's nodes, tests/e2e/peer_nodes.py for the peer packs). tests/e2e/test_workflows_identity.py checks every
 workflow against the server's /object_info; regenerate the API copies in workflows/api/ after a change with
@@ -33,10 +37,12 @@ import argparse
 import json
 import pathlib
 import sys
+import uuid
 from dataclasses import dataclass, field
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = ROOT / "workflows"
+SUBGRAPHS_DIR = ROOT / "subgraphs"  # ComfyUI serves <pack>/subgraphs/*.json as subgraph blueprints
 
 # ------------------------------------------------------------------------------------------ node sockets
 # type: (inputs, outputs). "name:TYPE"; "name?:TYPE" = optional input. Only sockets: widget inputs are given
@@ -58,6 +64,7 @@ SOCKETS: dict[str, tuple[str, str]] = {
     "FluxGuidance": ("conditioning:CONDITIONING", "CONDITIONING:CONDITIONING"),
     "ConditioningZeroOut": ("conditioning:CONDITIONING", "CONDITIONING:CONDITIONING"),
     "EmptySD3LatentImage": ("", "LATENT:LATENT"),
+    "PrimitiveStringMultiline": ("", "STRING:STRING"),  # comfy_extras/nodes_primitive.py (0.3.x and 0.33)
     # FreeCure (nodes/sampling.py, nodes/parsing.py, nodes/instantid.py, nodes/photomaker.py, nodes/identity.py)
     "FreeCureFoundationSampler": ("model_fd:MODEL positive:CONDITIONING negative:CONDITIONING latent_image:LATENT",
                                   "fd_latent:LATENT kv:FREECURE_KV"),
@@ -109,6 +116,7 @@ SIZES: dict[str, tuple[int, int]] = {
     "FreeCureFoundationSampler": (340, 420), "FreeCureSampler": (340, 470), "FreeCureFASAConfig": (340, 250),
     "FreeCureFaceParserLoader": (340, 130), "FreeCureFaceParse": (320, 122), "FreeCureAttributeMask": (380, 300),
     "FreeCurePhotoMakerEncodePair": (420, 220), "FreeCureExpressionSplit": (420, 200), "FreeCureAPG": (340, 400),
+    "PrimitiveStringMultiline": (420, 150),
 }
 NOTE_COLOR = ("#432", "#653")
 POSITIVE_COLOR = ("#232", "#353")
@@ -142,6 +150,7 @@ class Node:
     inputs: list[tuple[str, str, bool]]
     outputs: list[tuple[str, str, bool]]
     id: int = 0
+    stack: int = 0  # place in its column cell: lower stacks above (then by id)
     pos: tuple[int, int] = (0, 0)
     in_links: dict = field(default_factory=dict)    # input name -> link id
     out_links: dict = field(default_factory=dict)   # output name -> [link ids]
@@ -176,14 +185,15 @@ class Graph:
         self.band_no += 1
 
     def add(self, ntype: str, *widgets, col: int, title: str | None = None, size: tuple[int, int] | None = None,
-            color: tuple[str, str] | None = None, band: int | None = None) -> Node:
-        """A node in column `col` of the current band (or of an earlier `band`), below that cell's nodes."""
+            color: tuple[str, str] | None = None, band: int | None = None, stack: int = 0) -> Node:
+        """A node in column `col` of the current band (or of an earlier `band`), below that cell's nodes (above
+        those with a higher `stack`: a node added last, e.g. to keep the other nodes' ids, can sit on top)."""
         ins, outs = SOCKETS[ntype]
         inputs, outputs = _sockets(ins), _sockets(outs)
         if size is None:
             size = SIZES.get(ntype) or (340, 20 + 22 * max(len(inputs), len(outputs), 1) + 26 * len(widgets))
         node = Node(ntype, list(widgets), title, col, self.band_no if band is None else band, size, color, inputs,
-                    outputs, id=len(self.nodes) + 1)
+                    outputs, id=len(self.nodes) + 1, stack=stack)
         self.nodes.append(node)
         return node
 
@@ -236,7 +246,7 @@ class Graph:
             bottom = top
             for c in range(ncols):
                 y = top
-                for n in (m for m in members if m.col == c):
+                for n in sorted((m for m in members if m.col == c), key=lambda m: (m.stack, m.id)):
                     n.pos = (xs[c], y)
                     y += n.size[1] + TITLE_H + GAP
                     bottom = max(bottom, n.pos[1] + n.size[1])
@@ -320,6 +330,137 @@ class Graph:
         }
 
 
+# ------------------------------------------------------------------------------------------ subgraph blueprint
+SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20  # the subgraph's input and output nodes, as the frontend saves them
+WIDGET_SOCKET_TYPES = ("STRING", "INT", "FLOAT", "BOOLEAN", "COMBO")
+# widgets_values layout of the nodes a blueprint input feeds as widgets (control_after_generate after a seed)
+WIDGET_INDEX = {
+    "FreeCureFoundationSampler": ("seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler",
+                                  "denoise", "record", "layers", "custom_layers", "store", "offload_kv"),
+    "FreeCureSampler": ("seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"),
+    "FreeCureAttributeMask": ("prompt", "attributes", "grow", "feather"),
+}
+IO_NODE_W, IO_ROW_H = 140, 20
+
+
+def _uuid(*parts: str) -> str:
+    """A fixed UUID per name (the frontend wants UUIDs for subgraphs and their inputs; regenerating keeps them)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-freecure/" + "/".join(parts)))
+
+
+class Blueprint(Graph):
+    """A subgraph blueprint under construction: nodes and connect()/connect_widget() as in Graph, plus the
+    subgraph's inputs (each feeding one or more sockets or widgets inside) and outputs; to_json() writes the file
+    ComfyUI serves from <pack>/subgraphs/."""
+
+    def __init__(self, name: str, category: str, description: str) -> None:
+        super().__init__()
+        self.name, self.category, self.description = name, category, description
+        self.sub_inputs: list[dict] = []   # name, type, link ids, default (widget inputs)
+        self.sub_outputs: list[dict] = []
+
+    def _link(self, src_id: int, src_slot: int, dst_id: int, dst_slot: int, typ: str) -> int:
+        link_id = len(self.links) + 1
+        self.links.append([link_id, src_id, src_slot, dst_id, dst_slot, typ])
+        return link_id
+
+    def input(self, name: str, typ: str, targets: list[tuple[Node, str]]) -> None:
+        """A subgraph input feeding each (node, input) of targets; an input that is not a socket of the node is its
+        widget (linked as connect_widget does; its value there is the input's default on the subgraph node)."""
+        slot, link_ids, default = len(self.sub_inputs), [], None
+        for node, inp in targets:
+            if inp in node.in_links:
+                raise ValueError(f"{node.type}.{inp} is already connected")
+            if inp not in [s[0] for s in node.inputs]:
+                if typ not in WIDGET_SOCKET_TYPES:
+                    raise TypeError(f"{node.type} has no socket {inp!r} for a {typ} input")
+                node.inputs.append((inp, typ, False))
+                node.widget_links.append(inp)
+                default = self._widget_default(node, inp, default)
+            in_slot = node.slot("input", inp)
+            if node.inputs[in_slot][1] != typ:
+                raise TypeError(f"subgraph input {name} ({typ}) -> {node.type}.{inp} ({node.inputs[in_slot][1]})")
+            link_id = self._link(SUBGRAPH_INPUT_ID, slot, node.id, in_slot, typ)
+            node.in_links[inp] = link_id
+            link_ids.append(link_id)
+        self.sub_inputs.append({"name": name, "type": typ, "links": link_ids, "default": default})
+
+    @staticmethod
+    def _widget_default(node: Node, widget: str, default):
+        value = node.widgets[WIDGET_INDEX[node.type].index(widget)]
+        if default is not None and value != default:
+            raise ValueError(f"{node.type}.{widget} shows {value!r}, another node fed by the same input {default!r}")
+        return value
+
+    def output(self, name: str, src: Node, output: str) -> None:
+        slot, out_slot = len(self.sub_outputs), src.slot("output", output)
+        typ = src.outputs[out_slot][1]
+        link_id = self._link(src.id, out_slot, SUBGRAPH_OUTPUT_ID, slot, typ)
+        src.out_links.setdefault(output, []).append(link_id)
+        self.sub_outputs.append({"name": name, "type": typ, "links": [link_id]})
+
+    def _order(self) -> dict[int, int]:
+        inner = self.links
+        self.links = [l for l in inner if l[1] > 0 and l[3] > 0]
+        try:
+            return super()._order()
+        finally:
+            self.links = inner
+
+    def to_json(self) -> dict:
+        inner = super().to_json()
+        shift = MARGIN + IO_NODE_W + 2 * GAP  # room for the input node left of the nodes
+        for n in inner["nodes"]:
+            n["pos"] = [n["pos"][0] + shift, n["pos"][1]]
+        for grp in inner["groups"]:
+            grp["bounding"] = [grp["bounding"][0] + shift] + grp["bounding"][1:]
+        right = max(n["pos"][0] + n["size"][0] for n in inner["nodes"]) + 2 * GAP
+        y = MARGIN + GROUP_TITLE_H + GROUP_PAD
+        sg_id = _uuid("subgraphs", self.name)
+
+        def io(items: list[dict], x: int, pin_x: int, kind: str) -> list[dict]:
+            return [{"id": _uuid("subgraphs", self.name, kind, it["name"]), "name": it["name"], "type": it["type"],
+                     "linkIds": list(it["links"]), "localized_name": it["name"],
+                     "pos": [x + pin_x, y + 20 + IO_ROW_H * k]} for k, it in enumerate(items)]
+
+        subgraph = {
+            "id": sg_id, "version": 1,
+            "state": {"lastGroupId": len(inner["groups"]), "lastNodeId": inner["last_node_id"],
+                      "lastLinkId": inner["last_link_id"], "lastRerouteId": 0},
+            "revision": 0, "config": {}, "name": self.name,
+            "inputNode": {"id": SUBGRAPH_INPUT_ID,
+                          "bounding": [MARGIN, y, IO_NODE_W, 40 + IO_ROW_H * len(self.sub_inputs)]},
+            "outputNode": {"id": SUBGRAPH_OUTPUT_ID,
+                           "bounding": [right, y, IO_NODE_W, 40 + IO_ROW_H * len(self.sub_outputs)]},
+            "inputs": io(self.sub_inputs, MARGIN, IO_NODE_W - 20, "input"),
+            "outputs": io(self.sub_outputs, right, 20, "output"),
+            "widgets": [],
+            "nodes": inner["nodes"],
+            "groups": inner["groups"],
+            "links": [{"id": l[0], "origin_id": l[1], "origin_slot": l[2], "target_id": l[3], "target_slot": l[4],
+                       "type": l[5]} for l in inner["links"]],
+            "extra": {},
+            "category": self.category,
+            "description": self.description,
+        }
+        widgets = [it for it in self.sub_inputs if it["type"] in WIDGET_SOCKET_TYPES]
+        instance = {
+            "id": 1, "type": sg_id, "pos": [0, 0],
+            "size": [340, 30 + 22 * max(len(self.sub_inputs) - len(widgets), len(self.sub_outputs))
+                     + 26 * len(widgets)],
+            "flags": {}, "order": 0, "mode": 0,
+            "inputs": [{"name": it["name"], "type": it["type"], **({"widget": {"name": it["name"]}}
+                        if it in widgets else {}), "link": None} for it in self.sub_inputs],
+            "outputs": [{"name": it["name"], "type": it["type"], "links": []} for it in self.sub_outputs],
+            "title": self.name,
+            "properties": {"proxyWidgets": [["-1", it["name"]] for it in widgets]},
+            "widgets_values": [it["default"] for it in widgets],
+        }
+        return {"revision": 0, "last_node_id": 1, "last_link_id": 0, "nodes": [instance], "links": [],
+                "groups": [], "config": {}, "extra": {}, "version": 0.4,
+                "definitions": {"subgraphs": [subgraph]}}
+
+
 # ------------------------------------------------------------------------------------------ shared parts
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
 SEED, STEPS, CFG = 42, 30, 5.0
@@ -334,9 +475,10 @@ STAGE1_NOTE = ("Stage 1 - FreeCure Foundation Sampler samples the foundation bra
                "it. It also records (record 'cond') the attention features that stage 3 replays.")
 STAGE2_NOTE = ("Stage 2 - automatic attribute mask. Face Parse labels the foundation face (hair, skin, eyes, glasses, "
                "...); 'face crop' parses a square crop around each detected face. Attribute Mask reads the "
-               "attributes from the prompt (keep it equal to the generation prompt; 'sunglasses' -> glasses, "
-               "'curly' -> hair, 'no glasses' is ignored) or from the manual 'attributes' list. White = the look "
-               "comes from the foundation image. Use grow/feather to widen or soften it.")
+               "attributes from the prompt - its prompt input is linked to the same prompt the encoders get, so an "
+               "edited prompt changes the mask too ('sunglasses' -> glasses, 'curly' -> hair, 'no glasses' is "
+               "ignored) - or from the manual 'attributes' list. White = the look comes from the foundation image. "
+               "Use grow/feather to widen or soften it.")
 STAGE3_NOTE = ("Stage 3 - FreeCure Sampler samples the personalized branch (PD) from the same seed, replaying the "
                "stage-1 record (kv). Inside the mask its self-attention also looks at the foundation branch (FASA), "
                "so the prompt's attributes survive the identity. Keep seed, steps, sampler, scheduler, denoise and "
@@ -358,8 +500,26 @@ class Branches:
     fd_negative: tuple
 
 
+PROMPT_TITLE = "Prompt"
+
+
+def _prompt(g: Graph, text: str, feeds: list[tuple[Node, str]], col: int = 1, band: int = 0) -> Node:
+    """The one place the prompt is typed: a core String (Multiline) node on top of column `col`, whose output feeds
+    every input that reads the prompt (`feeds`: the encoders' text, FreeCure Attribute Mask's prompt), as linked
+    widgets. Their own text boxes keep the same text as an idle value, used only if a link is unplugged. Added after
+    the other nodes, so their ids stay what they were before the prompt was linked."""
+    prompt = g.add("PrimitiveStringMultiline", text, col=col, band=band, title=PROMPT_TITLE, color=POSITIVE_COLOR,
+                   stack=-1)
+    for node, widget in feeds:
+        if node.widgets[0] != text:
+            raise ValueError(f"{node.type} shows {node.widgets[0]!r} but the prompt is {text!r}")
+        g.connect_widget(prompt, "STRING", node, widget)
+    return prompt
+
+
 def _checkpoint_and_prompts(g: Graph, positive_text: str | None = PROMPT, ckpt: str = SDXL_CKPT):
-    """Load Checkpoint (column 0) and the prompt encoders (column 1). Returns (ckpt, positive or None, negative)."""
+    """Load Checkpoint (column 0) and the prompt encoders (column 1). Returns (ckpt, positive or None, negative);
+    the positive encoder's text is to be linked from the Prompt node (_prompt)."""
     ckpt_node = g.add("CheckpointLoaderSimple", ckpt, col=0)
     pos = None
     if positive_text is not None:
@@ -375,9 +535,9 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
                      cfg: float = CFG, scheduler: str = "normal", latent_type: str = "EmptyLatentImage") -> dict:
     """Stages 1 and 3 in columns first_col.. first_col + 3 of the current band, stage 2 in a new band below.
 
-    prefix: the stage-3 SaveImage's filename prefix, or None for a PreviewImage titled result_title instead.
-    vae: (node, output) of the VAE (default the checkpoint's). Returns the nodes by name, and each stage's nodes
-    under "stage1", "stage2", "stage3" (for groups).
+    mask_prompt: the Attribute Mask's idle prompt text (the caller links its prompt input to the Prompt node). prefix: the stage-3 SaveImage's filename prefix, or None for a
+    PreviewImage titled result_title instead. vae: (node, output) of the VAE (default the checkpoint's). Returns the
+    nodes by name, and each stage's nodes under "stage1", "stage2", "stage3" (for groups).
     """
     c = first_col
     vae_node, vae_out = vae or (ckpt, "VAE")
@@ -462,7 +622,8 @@ def _instantid(adapter: str, controlnet: str, cn_strength: float, intro: str, fi
     br = Branches(model_pd=(pair, "pd_model"), model_fd=(pair, "fd_model"), positive=(pair, "pd_positive"),
                   negative=(pair, "pd_negative"), fd_positive=(pair, "fd_positive"),
                   fd_negative=(pair, "fd_negative"))
-    _freecure_stages(g, ckpt, br, PROMPT, prefix, first_col=4)
+    st = _freecure_stages(g, ckpt, br, PROMPT, prefix, first_col=4)
+    _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
     return g.to_json()
 
 
@@ -547,7 +708,8 @@ def freecure_photomaker() -> dict:
     br = Branches(model_pd=(ckpt, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(pair, "pd_conditioning"),
                   negative=(neg, "CONDITIONING"), fd_positive=(pair, "fd_conditioning"),
                   fd_negative=(neg, "CONDITIONING"))
-    _freecure_stages(g, ckpt, br, PHOTOMAKER_PROMPT, "FreeCure/photomaker", first_col=3)
+    st = _freecure_stages(g, ckpt, br, PHOTOMAKER_PROMPT, "FreeCure/photomaker", first_col=3)
+    _prompt(g, PHOTOMAKER_PROMPT, [(pair, "text"), (st["mask"], "prompt")])
     return g.to_json()
 
 
@@ -684,7 +846,8 @@ def freecure_peer_instantid() -> dict:
         g.connect(neg, "CONDITIONING", cn, "negative")
     br = Branches(model_pd=(patch, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(cn_pd, "positive"),
                   negative=(cn_pd, "negative"), fd_positive=(cn_fd, "positive"), fd_negative=(cn_fd, "negative"))
-    _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_instantid", first_col=4)
+    st = _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_instantid", first_col=4)
+    _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
     return g.to_json()
 
 
@@ -714,7 +877,8 @@ def freecure_peer_pulid() -> dict:
     br = Branches(model_pd=(apply, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(pos, "CONDITIONING"),
                   negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
-    _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_pulid", first_col=4)
+    st = _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_pulid", first_col=4)
+    _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
     return g.to_json()
 
 
@@ -745,7 +909,8 @@ def freecure_peer_faceid() -> dict:
     br = Branches(model_pd=(faceid, "MODEL"), model_fd=(loader, "MODEL"), positive=(pos, "CONDITIONING"),
                   negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
-    _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_faceid", first_col=4)
+    st = _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_faceid", first_col=4)
+    _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
     return g.to_json()
 
 
@@ -779,8 +944,84 @@ def freecure_flux() -> dict:
     br = Branches(model_pd=(unet, "MODEL"), model_fd=(unet, "MODEL"), positive=(guided, "CONDITIONING"),
                   negative=(neg, "CONDITIONING"), fd_positive=(guided, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
-    _freecure_stages(g, unet, br, PROMPT, "FreeCure/flux", first_col=2, vae=(vae, "VAE"), steps=28, cfg=1.0,
-                     scheduler="simple", latent_type="EmptySD3LatentImage")
+    st = _freecure_stages(g, unet, br, PROMPT, "FreeCure/flux", first_col=2, vae=(vae, "VAE"), steps=28, cfg=1.0,
+                          scheduler="simple", latent_type="EmptySD3LatentImage")
+    _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
+    return g.to_json()
+
+
+# ------------------------------------------------------------------------------------------ subgraph blueprint
+BLUEPRINT_NOTE = (
+    "FreeCure in one node: stage 1 samples the foundation branch (no identity) and records it, stage 2 parses its "
+    "face and masks the prompt's attributes, stage 3 samples the personalized branch with FASA inside the mask.\n\n"
+    "Outside, connect: model_pd / positive / negative = the identity branch (e.g. FreeCure InstantID Pair's pd_*), "
+    "model_fd / fd_positive / fd_negative = the foundation branch (fd_*; without an identity adapter the same "
+    "MODEL and encoders), the latent, the VAE, FreeCure Face Parser Loader, and the prompt: link the same Prompt "
+    "node that feeds your encoders, so the mask reads what the encoders read.\n\n"
+    "seed, steps, cfg, sampler, scheduler and denoise are inputs of the FreeCure node and feed both samplers, so "
+    "stage 1 and stage 3 always match. Tune the mask here: attributes (manual list), grow, feather on FreeCure "
+    "Attribute Mask; omega and layers on FreeCure FASA Config.")
+
+
+def freecure_blueprint() -> dict:
+    """The face-parsing workflow's stages 1-3 (freecure_face_parsing: foundation sampler -> face parse -> attribute
+    mask -> FASA -> FreeCure Sampler, replaying stage 1's record) as one subgraph node."""
+    g = Blueprint("FreeCure", "FreeCure", "Prompt-faithful face personalization (training-free): foundation "
+                  "branch, face parsing, attribute mask from the prompt, FreeCure sampler with FASA. Connect the "
+                  "identity and foundation branches, the latent, VAE, face parser and the prompt.")
+    g.note(BLUEPRINT_NOTE, col=0, size=(340, 420))
+    fd = g.add("FreeCureFoundationSampler", SEED, "fixed", 20, 7.0, "euler", "normal", 1.0, "cond", "reference", "",
+               "auto", True, col=1, title="FreeCure Foundation Sampler (stage 1)")
+    fd_decode = g.add("VAEDecode", col=2, title="VAE Decode (foundation)")
+    g.connect(fd, "fd_latent", fd_decode, "samples")
+    fd_preview = g.add("PreviewImage", col=2, title="Foundation image (FD)")
+    g.connect(fd_decode, "IMAGE", fd_preview, "images")
+    pd = g.add("FreeCureSampler", SEED, "fixed", 20, 7.0, "euler", "normal", 1.0, col=3,
+               title="FreeCure Sampler (stage 3)")
+    g.connect(fd, "kv", pd, "kv")
+    pd_decode = g.add("VAEDecode", col=4, title="VAE Decode (FreeCure result)")
+    g.connect(pd, "pd_latent", pd_decode, "samples")
+
+    g.band()
+    note2 = g.note(STAGE2_NOTE, col=0, size=(340, 250))
+    parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=1)
+    g.connect(fd_decode, "IMAGE", parse, "image")
+    mask = g.add("FreeCureAttributeMask", "", "", 0, 0.0, col=2, title="FreeCure Attribute Mask (stage 2)")
+    g.connect(parse, "face_parse", mask, "face_parse")
+    g.connect(fd_decode, "IMAGE", mask, "image")
+    mask_preview = g.add("PreviewImage", col=3, title="Attribute mask over the foundation image")
+    g.connect(mask, "preview", mask_preview, "images")
+    fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=4)
+    g.connect(mask, "mask", fasa, "mask")
+    g.connect(fasa, "fasa", pd, "fasa")
+
+    for name, typ, targets in (
+            ("model_pd", "MODEL", [(pd, "model_pd")]),
+            ("model_fd", "MODEL", [(fd, "model_fd"), (pd, "model_fd")]),
+            ("positive", "CONDITIONING", [(pd, "positive")]),
+            ("negative", "CONDITIONING", [(pd, "negative")]),
+            ("fd_positive", "CONDITIONING", [(fd, "positive"), (pd, "fd_positive")]),
+            ("fd_negative", "CONDITIONING", [(fd, "negative"), (pd, "fd_negative")]),
+            ("latent_image", "LATENT", [(fd, "latent_image"), (pd, "latent_image")]),
+            ("vae", "VAE", [(fd_decode, "vae"), (pd_decode, "vae")]),
+            ("face_parser", "FACE_PARSER", [(parse, "face_parser")]),
+            ("prompt", "STRING", [(mask, "prompt")]),
+            ("seed", "INT", [(fd, "seed"), (pd, "seed")]),
+            ("steps", "INT", [(fd, "steps"), (pd, "steps")]),
+            ("cfg", "FLOAT", [(fd, "cfg"), (pd, "cfg")]),
+            ("sampler_name", "COMBO", [(fd, "sampler_name"), (pd, "sampler_name")]),
+            ("scheduler", "COMBO", [(fd, "scheduler"), (pd, "scheduler")]),
+            ("denoise", "FLOAT", [(fd, "denoise"), (pd, "denoise")])):
+        g.input(name, typ, targets)
+    g.output("image", pd_decode, "IMAGE")
+    g.output("pd_latent", pd, "pd_latent")
+    g.output("foundation_image", fd_decode, "IMAGE")
+    g.output("mask", mask, "mask")
+
+    g.group("Stage 1 \u2014 foundation", [fd, fd_decode, fd_preview], GROUP_COLORS["stage1"])
+    g.group("Stage 2 \u2014 attribute mask (tune it here)", [note2, parse, mask, mask_preview, fasa],
+            GROUP_COLORS["stage2"])
+    g.group("Stage 3 \u2014 FASA", [pd, pd_decode], GROUP_COLORS["stage3"])
     return g.to_json()
 
 
@@ -789,26 +1030,38 @@ WORKFLOWS = {f.__name__: f for f in (freecure_instantid, freecure_crossfaceid, f
                                      freecure_apg, freecure_flux)}
 
 
+# subgraph blueprints: file name (what the node library shows) -> description
+SUBGRAPHS = {"FreeCure": freecure_blueprint}
+
+
 def render(workflow: dict) -> str:
     return json.dumps(workflow, indent=2) + "\n"
 
 
+def _targets() -> dict[str, tuple[pathlib.Path, object]]:
+    out = {name: (WORKFLOWS_DIR / f"{name}.json", f) for name, f in WORKFLOWS.items()}
+    out.update({name: (SUBGRAPHS_DIR / f"{name}.json", f) for name, f in SUBGRAPHS.items()})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    targets = _targets()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help=f"workflows to write (default: all of {', '.join(WORKFLOWS)})")
-    parser.add_argument("--check", action="store_true", help="compare with workflows/ instead of writing")
+    parser.add_argument("names", nargs="*", help=f"files to write (default: all of {', '.join(targets)})")
+    parser.add_argument("--check", action="store_true", help="compare with the files instead of writing")
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in WORKFLOWS]
+    unknown = [n for n in args.names if n not in targets]
     if unknown:
-        parser.error(f"unknown workflow(s) {unknown}; known: {list(WORKFLOWS)}")
+        parser.error(f"unknown workflow(s) {unknown}; known: {list(targets)}")
     stale = []
-    for name in args.names or list(WORKFLOWS):
-        path = WORKFLOWS_DIR / f"{name}.json"
-        text = render(WORKFLOWS[name]())
+    for name in args.names or list(targets):
+        path, describe = targets[name]
+        text = render(describe())
         if args.check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(name)
         else:
+            path.parent.mkdir(exist_ok=True)
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
     if stale:

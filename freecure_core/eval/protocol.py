@@ -16,7 +16,9 @@ identity's class word) and seed, the workflow is run once per method:
   bit-identical to sampling the identity branch with a plain KSampler (tests/bridge/test_invariants.py);
   ``--baseline-set`` replaces that for other workflows.
 The prompt text goes into every input whose value equals the workflow's own prompt (the ``prompt`` of its
-FreeCureAttributeMask node) unless ``--prompt-input`` names the inputs; the identity photo into the LoadImage node;
+FreeCureAttributeMask node, or the text written in the node that feeds it, e.g. the example workflows' Prompt node)
+and into every input linked to that node's output, unless ``--prompt-input`` names the inputs; the identity photo
+into the LoadImage node;
 the seed into every seed / noise_seed input. Prompts run through ``freecure_core.run`` (embedded ComfyUI, or spread
 over the ``--server`` URLs). The image of the output node (the workflow's SaveImage) is stored as
 ``<out>/images/<method>/<identity>/p<NN>_s<seed>.png``.
@@ -110,18 +112,38 @@ def _node_input(prompt: dict, spec: str) -> tuple[str, str]:
     return ids[0], name
 
 
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+def _written_prompt(prompt: dict, value):
+    """(text, source link or None) of a FreeCureAttributeMask's prompt: written in it, or linked from a node with one
+    written text (a String primitive, FreeCure Expression Split); None when neither."""
+    if isinstance(value, str):
+        return value, None
+    if _is_link(value) and str(value[0]) in prompt:
+        texts = [v for v in prompt[str(value[0])]["inputs"].values() if isinstance(v, str)]
+        if len(texts) == 1:
+            return texts[0], [str(value[0]), value[1]]
+    return None
+
+
 def prompt_slots(prompt: dict, specs=()) -> list[tuple[str, str]]:
     """(node id, input) pairs that receive the prompt text: the given NODE.INPUT specs, else every string input
-    equal to the FreeCureAttributeMask node's prompt."""
+    equal to the FreeCureAttributeMask node's prompt and, when that prompt is linked from a node that holds the text
+    (the example workflows' Prompt node), every input linked to the same output (filled in place of the link)."""
     if specs:
         return [_node_input(prompt, s) for s in specs]
-    masks = [nid for nid, n in prompt.items() if n.get("class_type") == "FreeCureAttributeMask"
-             and isinstance(n["inputs"].get("prompt"), str)]
-    if not masks:
-        raise ProtocolError("FreeCure: the workflow has no FreeCure Attribute Mask with a written prompt; name the "
-                            "inputs that take the prompt with --prompt-input NODE.INPUT (repeatable)")
-    text = prompt[masks[0]]["inputs"]["prompt"]
-    return [(nid, k) for nid, n in prompt.items() for k, v in n["inputs"].items() if v == text]
+    found = [_written_prompt(prompt, n["inputs"].get("prompt")) for n in prompt.values()
+             if n.get("class_type") == "FreeCureAttributeMask"]
+    found = [f for f in found if f is not None]
+    if not found:
+        raise ProtocolError("FreeCure: the workflow has no FreeCure Attribute Mask with a written prompt (or one "
+                            "linked from a node holding the text); name the inputs that take the prompt with "
+                            "--prompt-input NODE.INPUT (repeatable)")
+    text, source = found[0]
+    return [(nid, k) for nid, n in prompt.items() for k, v in n["inputs"].items()
+            if v == text or (source is not None and _is_link(v) and [str(v[0]), v[1]] == source)]
 
 
 def image_slot(prompt: dict, spec: str | None) -> tuple[str, str]:

@@ -76,6 +76,8 @@ def test_pd_and_fd_conditionings_differ_in_the_server(comfy_server):
     pair, neg = wu.only_node(p, "FreeCurePhotoMakerEncodePair"), wu.only_node(p, "CLIPTextEncode")
     ckpt, latent = wu.only_node(p, "CheckpointLoaderSimple"), wu.only_node(p, "EmptyLatentImage")
     text = p[pair]["inputs"]["text"]
+    if isinstance(text, list):  # linked from the workflow's Prompt node, where the prompt is typed
+        text = p[text[0]]["inputs"]["value"]
     plain = wu.add_node(p, "CLIPTextEncode", {"text": text.replace(" photomaker", ""), "clip": [ckpt, 1]})
     found = p[wu.only_node(p, "FreeCureFoundationSampler")]["inputs"]
     saves = {}

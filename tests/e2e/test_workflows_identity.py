@@ -266,16 +266,23 @@ def _check_types(name: str, info: dict) -> None:
         specs = dict(wu._input_specs(info[dst_node["type"]]))
         assert inp in specs, f"{name}: {dst_node['type']} has no input {inp!r}"
         assert _accepts(specs[inp][0], typ), f"{name}: link {lid} {typ} -> {dst_node['type']}.{inp} {specs[inp][0]}"
-    # every socket the UI shows is a non-widget input of the node, optional ones marked as the frontend does
+    # every socket the UI shows is a non-widget input of the node, optional ones marked as the frontend does; a
+    # linked widget (e.g. the text fed by the Prompt node) is listed after them as a widget input of its type
     for n in wf["nodes"]:
         if n["type"] in wu.FRONTEND_ONLY:
             continue
         node_info = info[n["type"]]
-        sockets = [(k, s) for k, s in wu._input_specs(node_info) if not wu._is_widget(s)]
+        specs = wu._input_specs(node_info)
+        sockets = [(k, s) for k, s in specs if not wu._is_widget(s)]
         optional = set((node_info.get("input_order") or {}).get("optional", node_info["input"].get("optional", {})))
-        assert [i["name"] for i in n["inputs"]] == [k for k, _ in sockets], (name, n["type"])
-        assert [i["type"] for i in n["inputs"]] == [s[0] for _, s in sockets], (name, n["type"])
-        assert [i.get("shape") == 7 for i in n["inputs"]] == [k in optional for k, _ in sockets], (name, n["type"])
+        plain = [i for i in n["inputs"] if "widget" not in i]
+        assert [i["name"] for i in plain] == [k for k, _ in sockets], (name, n["type"])
+        assert [i["type"] for i in plain] == [s[0] for _, s in sockets], (name, n["type"])
+        assert [i.get("shape") == 7 for i in plain] == [k in optional for k, _ in sockets], (name, n["type"])
+        widgets = dict((k, s) for k, s in specs if wu._is_widget(s))
+        for i in n["inputs"]:
+            if "widget" in i:
+                assert i["name"] in widgets and widgets[i["name"]][0] == i["type"], (name, n["type"], i)
         assert [o["type"] for o in n["outputs"]] == list(node_info["output"]), (name, n["type"])
         assert [o["name"] for o in n["outputs"]] == list(node_info["output_name"]), (name, n["type"])
     # combo values are options (model and image files are the user's, so those may be missing here)
