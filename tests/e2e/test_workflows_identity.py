@@ -283,8 +283,7 @@ def _check_types(name: str, info: dict) -> None:
         for i in n["inputs"]:
             if "widget" in i:
                 assert i["name"] in widgets and widgets[i["name"]][0] == i["type"], (name, n["type"], i)
-        assert [o["type"] for o in n["outputs"]] == list(node_info["output"]), (name, n["type"])
-        assert [o["name"] for o in n["outputs"]] == list(node_info["output_name"]), (name, n["type"])
+        assert not wu.output_problems(n, node_info), (name, wu.output_problems(n, node_info))
     # combo values are options (model and image files are the user's, so those may be missing here)
     for nid, node in wu.ui_to_api(wf, info).items():
         specs = dict(wu._input_specs(info[node["class_type"]]))
