@@ -14,8 +14,25 @@ The browser is the system's Chromium (Debian's ``chromium``), driven by Playwrig
   take the ones that happened while one workflow loaded.
 
 ``snapshot()`` returns the loaded graph as the frontend holds it (nodes, slots, widgets, links with the frontend's own
-type-compatibility verdict ``LiteGraph.isValidConnection``, node definitions); ``graph_problems()`` compares it to the
-workflow file and lists every disagreement as a sentence.
+type-compatibility verdict ``LiteGraph.isValidConnection``, node definitions) with node ids as the frontend saves them,
+and what the frontend reports to the user after a load; ``graph_problems()`` compares it to the workflow file and lists
+every disagreement as a sentence.
+
+Frontend versions (read at run time from the page, by feature, not by version number):
+
+* graph ids: 1.49 holds node ids as strings in memory (``"2"``) and saves them as numbers; ids are read from
+  ``node.serialize()``, the form a saved workflow has, on every frontend;
+* how a load reports problems: 1.32 opens the ``global-missing-nodes`` dialog for missing node types; 1.49 opens no
+  dialog but an error overlay ("N errors found") whose errors panel lists missing node packs, missing models and
+  missing media (pinia stores ``missingNodesError``, ``missingModel``, ``missingMedia``, counted by
+  ``executionError.totalErrorCount``) and flags the nodes (``has_errors``).  ``snapshot()['report']`` holds
+  what the page shows (``kind``: ``dialog`` or ``errors_panel``);
+* a missing model or input file that 1.49 reports (the test server has none of the user's files) is accepted only for
+  a combo input whose value is a file name that is not among the server's options; any other report is a problem;
+* the workflow validator (``Comfy.Validation.Workflows``) is on by default in 1.32 and off in 1.49: the test user's
+  settings turn it on, so both validate and report the links they patch or drop;
+* subgraph blueprints (``subgraphs/*.json`` of a pack, ``GET /global_subgraphs``): both add them to the node library
+  as ``SubgraphBlueprint.<id>``; ``add_blueprint()`` puts one on the graph the way the node library does.
 """
 from __future__ import annotations
 
@@ -38,14 +55,18 @@ FRONTEND_ONLY_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNo
 
 # Settings of the throwaway test server's user (POST /api/settings before the page loads): no first-run template
 # dialog, no minimap or canvas info over the graph, full-detail node rendering at any zoom (for the screenshots), no
-# workflows restored on a reload.
+# workflows restored on a reload, and the workflow validator on (1.32's default; 1.49 ships it off, and a user who
+# turns it on must not see it patch our files).
 TEST_SETTINGS = {
     "Comfy.TutorialCompleted": True,
     "Comfy.Minimap.Visible": False,
     "Comfy.Graph.CanvasInfo": False,
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,
     "Comfy.Workflow.Persist": False,
+    "Comfy.Validation.Workflows": True,
 }
+MISSING_NODES_DIALOG = "global-missing-nodes"  # 1.32's dialog key
+SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20  # a subgraph's input and output nodes as links name them
 
 _PROBES_JS = r"""
 () => {
@@ -86,9 +107,14 @@ _PROBES_JS = r"""
 """
 
 _SNAPSHOT_JS = r"""
-() => {
-  const g = app.graph, LG = window.LiteGraph;
+(sgId) => {
+  const root = app.graph, LG = window.LiteGraph;
+  const g = sgId ? root.subgraphs && root.subgraphs.get(sgId) : root;
+  if (!g) return null;
   const specType = s => Array.isArray(s) ? (Array.isArray(s[0]) ? 'COMBO' : String(s[0])) : null;
+  const sers = new Map(g.nodes.map(n => [n.id, n.serialize()]));
+  // ids as the frontend saves them (1.49 holds "2" in memory and saves 2); a subgraph's io nodes (-10/-20) as numbers
+  const idOf = x => sers.has(x) ? sers.get(x).id : (typeof x === 'string' && /^-?\d+$/.test(x) ? Number(x) : x);
   const nodes = g.nodes.map(n => {
     const nd = LG.registered_node_types[n.type] && LG.registered_node_types[n.type].nodeData;
     let def = null;
@@ -98,11 +124,13 @@ _SNAPSHOT_JS = r"""
         for (const [k, s] of Object.entries((nd.input && nd.input[grp]) || {})) inputs[k] = specType(s);
       def = {inputs, outputs: (nd.output || []).map(t => Array.isArray(t) ? 'COMBO' : String(t))};
     }
-    const ser = n.serialize();
+    const ser = sers.get(n.id);
+    const sub = typeof n.isSubgraphNode === 'function' && n.isSubgraphNode() && n.subgraph ? n.subgraph : null;
     return {
-      id: n.id, type: n.type, title: n.title, has_errors: !!n.has_errors,
-      registered: n.type in LG.registered_node_types, def,
-      inputs: (n.inputs || []).map(i => ({name: i.name, type: String(i.type), link: i.link == null ? null : i.link})),
+      id: ser.id, type: n.type, title: n.title, has_errors: !!n.has_errors,
+      registered: n.type in LG.registered_node_types, def, subgraph_id: sub ? sub.id : null,
+      inputs: (n.inputs || []).map(i => ({name: i.name, type: String(i.type), link: i.link == null ? null : i.link,
+                                          widget: i.widget && i.widget.name ? i.widget.name : null})),
       outputs: (n.outputs || []).map(o => ({name: o.name, type: String(o.type), links: o.links || []})),
       widgets: (n.widgets || []).filter(w => w.serialize !== false && !(w.options && w.options.serialize === false))
         .map(w => ({name: w.name, type: w.type, value: w.value,
@@ -110,6 +138,7 @@ _SNAPSHOT_JS = r"""
                     min: w.options && w.options.min != null ? w.options.min : null,
                     max: w.options && w.options.max != null ? w.options.max : null})),
       widgets_values: ser.widgets_values === undefined ? null : ser.widgets_values,
+      properties: ser.properties || {},
       bounding: Array.from(n.boundingRect),
     };
   });
@@ -125,24 +154,58 @@ _SNAPSHOT_JS = r"""
     const s = (nd.input.required && nd.input.required[name]) || (nd.input.optional && nd.input.optional[name]);
     return s ? (Array.isArray(s[0]) ? 'COMBO' : String(s[0])) : null;
   };
+  // a subgraph's own input/output slots (the ends of its io links)
+  const io = sgId ? {inputs: (g.inputs || []).map(s => ({name: s.name, type: String(s.type)})),
+                     outputs: (g.outputs || []).map(s => ({name: s.name, type: String(s.type)}))} : null;
   const all = g.links instanceof Map ? [...g.links.values()] : Object.values(g.links || {});
   const links = all.filter(Boolean).map(l => {
     const o = byId.get(l.origin_id), t = byId.get(l.target_id);
-    const out = o && o.outputs && o.outputs[l.origin_slot], inp = t && t.inputs && t.inputs[l.target_slot];
+    const ioOut = !o && io && io.inputs[l.origin_slot], ioIn = !t && io && io.outputs[l.target_slot];
+    const out = o ? o.outputs && o.outputs[l.origin_slot] : ioOut;
+    const inp = t ? t.inputs && t.inputs[l.target_slot] : ioIn;
     const dOut = o ? defOut(o, l.origin_slot) : null, dIn = t && inp ? defIn(t, inp.name) : null;
     return {
-      id: l.id, origin_id: l.origin_id, origin_slot: l.origin_slot, target_id: l.target_id,
+      id: l.id, origin_id: idOf(l.origin_id), origin_slot: l.origin_slot, target_id: idOf(l.target_id),
       target_slot: l.target_slot, type: String(l.type),
       origin_slot_type: out ? String(out.type) : null, target_slot_type: inp ? String(inp.type) : null,
-      target_name: inp ? inp.name : null,
+      target_name: inp ? inp.name : null, target_widget: t && inp && inp.widget ? inp.widget.name || null : null,
       slots_compatible: !!(out && inp && LG.isValidConnection(out.type, inp.type)),
       link_type_compatible: !!(out && inp && LG.isValidConnection(l.type, inp.type) && LG.isValidConnection(out.type, l.type)),
       def_origin_type: dOut, def_target_type: dIn,
       def_compatible: dOut === null || dIn === null ? null : LG.isValidConnection(dOut, dIn),
     };
   });
-  const dialogs = window.__fc.pinia._s.get('dialog').dialogStack.map(d => d.key);
-  return {nodes, links, dialogs};
+  if (sgId) return {nodes, links, io};
+
+  // what the page reports to the user after a load
+  const pinia = window.__fc.pinia, store = k => pinia._s.get(k);
+  const dialogs = store('dialog').dialogStack.map(d => d.key);
+  const plain = v => v == null ? null : JSON.parse(JSON.stringify(v));
+  let report;
+  if (store('missingNodesError')) {       // 1.4x: error overlay + errors panel
+    const ee = store('executionError'), mn = store('missingNodesError'), mm = store('missingModel'),
+          md = store('missingMedia');
+    const overlay = document.querySelector('[data-testid="error-overlay"]');
+    const cand = c => ({node_id: String(c.nodeId), node_type: c.nodeType, widget: c.widgetName, name: c.name,
+                        directory: c.directory || c.mediaType || null, missing: c.isMissing});
+    const err = mn.missingNodesError;
+    report = {
+      kind: 'errors_panel', dialogs,
+      missing_nodes: err ? (err.nodeTypes || []).map(t => typeof t === 'string' ? {type: t, node_id: null}
+                            : {type: t.type, node_id: t.nodeId == null ? null : String(t.nodeId)}) : [],
+      missing_nodes_title: err ? err.message || null : null,
+      missing_models: (mm.missingModelCandidates || []).filter(c => c.isMissing !== false).map(cand),
+      missing_media: md ? (md.missingMediaCandidates || []).filter(c => c.isMissing !== false).map(cand) : [],
+      counts: {total: ee.totalErrorCount, missing_nodes: mn.missingNodeCount, missing_models: mm.missingModelCount,
+               missing_media: md ? md.missingMediaCount : 0},
+      node_errors: plain(ee.lastNodeErrors), execution_error: plain(ee.lastExecutionError),
+      prompt_error: plain(ee.lastPromptError),
+      overlay: overlay && overlay.offsetParent !== null ? overlay.innerText.replace(/\s+/g, ' ').trim() : null,
+    };
+  } else {                                 // 1.32: dialogs
+    report = {kind: 'dialog', dialogs};
+  }
+  return {nodes, links, dialogs, report};
 }
 """
 
@@ -192,6 +255,7 @@ class Frontend:
         self.events: list[dict] = []  # console errors, page errors, HTTP errors: {seq, kind, text, url}
         self._pw = self._browser = self.page = None
         self.startup_seconds = None
+        self.frontend_version = None  # window.__COMFYUI_FRONTEND_VERSION__, e.g. "1.32.9"
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self, timeout_ms: int = 90_000) -> "Frontend":
@@ -228,6 +292,13 @@ class Frontend:
             " && window.app.extensionManager && window.app.extensionManager.workflow",
             arg=[self.ready_node_type], timeout=timeout_ms)
         self.page.evaluate(_PROBES_JS)
+        self.frontend_version = self.page.evaluate("window.__COMFYUI_FRONTEND_VERSION__ || null")
+
+    @property
+    def reports_in_errors_panel(self) -> bool:
+        """True where a load reports missing nodes/models/media in the error overlay and errors panel (1.4x),
+        False where it opens dialogs (1.32); feature-detected from the app's stores."""
+        return bool(self.page.evaluate("!!window.__fc.pinia._s.get('missingNodesError')"))
 
     def reload(self, timeout_ms: int = 90_000) -> None:
         """Reload the page (open workflows are not restored: Comfy.Workflow.Persist is off)."""
@@ -275,6 +346,14 @@ class Frontend:
         self.page.wait_for_function(
             "([k, name]) => window.__fc.loads.some(l => l.seq > k && l.name === name && l.done)",
             arg=[after_seq, name], timeout=timeout_ms)
+        # 1.4x checks each model/media file the graph names against the server after configuring it: wait until
+        # every candidate has its verdict
+        self.page.wait_for_function(
+            "() => { const s = window.__fc.pinia._s; const mm = s.get('missingModel'), md = s.get('missingMedia');"
+            " const open = st => (st && (st.missingModelCandidates || st.missingMediaCandidates) || [])"
+            "   .some(c => c.isMissing === undefined);"
+            " return !(mm && (mm.isRefreshingMissingModels || open(mm))) && !(md && open(md)); }",
+            timeout=timeout_ms)
         self.page.wait_for_timeout(200)  # let the canvas draw once
         return self.page.evaluate(
             "([k, name]) => { const l = window.__fc.loads.filter(l => l.seq > k && l.name === name).pop();"
@@ -327,12 +406,77 @@ class Frontend:
         return self._wait_loaded(k, name)
 
     def close_dialogs(self) -> None:
-        self.page.evaluate("() => { const d = window.__fc.pinia._s.get('dialog');"
-                           " while (d.dialogStack.length) d.closeDialog(); }")
+        """Close every dialog and, on 1.4x, the error overlay and the right-side panel (the errors tab)."""
+        self.page.evaluate("() => { const s = window.__fc.pinia._s, d = s.get('dialog');"
+                           " while (d.dialogStack.length) d.closeDialog();"
+                           " const ee = s.get('executionError');"
+                           " if (ee && ee.dismissErrorOverlay) ee.dismissErrorOverlay();"
+                           " const rp = s.get('rightSidePanel');"
+                           " if (rp && rp.isOpen && rp.closePanel) rp.closePanel(); }")
 
     # ------------------------------------------------------------------------------------------ reading
-    def snapshot(self) -> dict:
-        return self.page.evaluate(_SNAPSHOT_JS)
+    def snapshot(self, subgraph_id: str | None = None) -> dict:
+        """The root graph (with what the page reports), or one subgraph definition's interior (with ``io``: its
+        input and output slots)."""
+        return self.page.evaluate(_SNAPSHOT_JS, subgraph_id)
+
+    # ------------------------------------------------------------------------------------------ subgraph blueprints
+    def blueprint_support(self) -> str | None:
+        """None where this frontend turns the server's global subgraphs into node-library entries and can add them
+        to a graph (the subgraph store's ``getBlueprint``), else why not."""
+        return self.page.evaluate(
+            "() => { const s = window.__fc.pinia._s.get('subgraph');"
+            " if (!s) return 'the frontend has no subgraph store';"
+            " if (typeof s.getBlueprint !== 'function') return 'the frontend subgraph store has no getBlueprint';"
+            " return null; }")
+
+    def blueprint_library_entries(self, prefix: str = "SubgraphBlueprint.") -> dict:
+        """{node-def name: {display_name, category, python_module}} of the node library's subgraph blueprints."""
+        return self.page.evaluate(
+            "(p) => Object.fromEntries(window.__fc.pinia._s.get('nodeDef').visibleNodeDefs"
+            "  .filter(d => d.name.startsWith(p))"
+            "  .map(d => [d.name, {display_name: d.display_name, category: d.category || null,"
+            "                      python_module: d.python_module || null}]))", prefix)
+
+    def wait_for_library_entries(self, names, timeout_ms: int = 30_000) -> None:
+        try:
+            self.page.wait_for_function(
+                "(names) => { const v = new Set(window.__fc.pinia._s.get('nodeDef').visibleNodeDefs.map(d => d.name));"
+                " return names.every(n => v.has(n)); }", list(names), timeout=timeout_ms)
+        except Exception:  # noqa: BLE001 - the caller reports what is missing
+            pass
+
+    def add_blueprint(self, def_name: str | None = None, data: dict | None = None, pos=(200, 200)) -> dict:
+        """Put the node library's blueprint ``def_name`` on the current graph as the library does when it is
+        clicked: the blueprint's nodes and subgraph definitions deserialised at ``pos`` (``data``: a blueprint's JSON
+        to put there the same way instead).  Returns {node_id, subgraph_id, type, error, seq}."""
+        return self.page.evaluate(
+            """async ([name, data, pos]) => {
+              const fc = window.__fc;
+              const res = {seq: fc.seq, node_id: null, subgraph_id: null, type: null, error: null};
+              try {
+                const bp = structuredClone(name ? fc.pinia._s.get('subgraph').getBlueprint(name) : data);
+                const items = {nodes: bp.nodes, subgraphs: bp.definitions && bp.definitions.subgraphs};
+                const added = app.canvas._deserializeItems(items, {position: pos});
+                const node = added && added.nodes.values().next().value;
+                if (!node) throw new Error('the blueprint was added, but no node came out of it');
+                res.node_id = node.serialize().id;
+                res.type = node.type;
+                res.subgraph_id = typeof node.isSubgraphNode === 'function' && node.isSubgraphNode() && node.subgraph
+                  ? node.subgraph.id : null;
+                app.canvas.setDirty(true, true);
+              } catch (e) { res.error = String(e && e.stack || e); }
+              await new Promise(r => setTimeout(r, 300));
+              return res;
+            }""", [def_name, data, list(pos)])
+
+    def graph_to_prompt(self) -> dict:
+        """``app.graphToPrompt()`` of the current graph: {output: {id: {class_type}}, error}."""
+        return self.page.evaluate(
+            "async () => { try { const p = await app.graphToPrompt();"
+            " const out = Object.entries(p.output).map(([k, v]) => [k, {class_type: v.class_type}]);"
+            " return {output: Object.fromEntries(out), error: null};"
+            " } catch (e) { return {output: null, error: String(e && e.stack || e)}; } }")
 
     def toasts_since(self, seq: int) -> list[dict]:
         return self.page.evaluate("(k) => window.__fc.toasts.filter(t => t.seq >= k)", seq)
@@ -363,45 +507,165 @@ class Frontend:
 
 
 # ---------------------------------------------------------------------------------------------- checks
+def _link_tuple(l) -> tuple:
+    """A link as (id, origin_id, origin_slot, target_id, target_slot, type), from a workflow's list form or a
+    subgraph definition's object form."""
+    if isinstance(l, dict):
+        return (l["id"], l["origin_id"], l["origin_slot"], l["target_id"], l["target_slot"], l["type"])
+    return tuple(l[:6])
+
+
 def _ui_links(workflow: dict) -> set[tuple]:
-    return {tuple(l[:6]) for l in workflow.get("links", [])}
+    return {_link_tuple(l) for l in workflow.get("links", [])}
 
 
 def _overlaps(a, b) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
-def graph_problems(snap: dict, workflow: dict, expected_missing=frozenset()) -> list[str]:
+def _missing_file_problem(entry: dict, nodes_by_id: dict, what: str) -> str | None:
+    """Why a missing model/media report of the 1.4x errors panel is not acceptable, or None: it must name a combo
+    widget of a node in the graph whose value is that file's name, a file name, and not among the server's options
+    (the test server has none of the user's files; anything else the frontend calls missing is a real problem)."""
+    label = (f"the frontend reports a missing {what} {entry.get('name')!r} for node {entry.get('node_id')} "
+             f"({entry.get('node_type')}) input {entry.get('widget')!r}")
+    node = nodes_by_id.get(str(entry.get("node_id")))
+    if node is None:
+        return f"{label}, a node not in the graph"
+    w = next((w for w in node["widgets"] if w["name"] == entry.get("widget")), None)
+    if w is None:
+        return f"{label}, which has no such widget"
+    v = w["value"]
+    if w["type"] != "combo":
+        return f"{label}, which is a {w['type']} widget, not a file list"
+    if v != entry.get("name"):
+        return f"{label}, but the widget holds {v!r}"
+    if not (isinstance(v, str) and FILE_VALUE.search(v)):
+        return f"{label}, which is not a file name"
+    if w["values"] is not None and v in w["values"]:
+        return f"{label}, which the server lists"
+    return None
+
+
+def _report_problems(snap: dict, expected_missing: set) -> tuple[list[str], set[str]]:
+    """What the page shows after a load, against what it should show: the missing-nodes report (1.32's dialog or
+    1.4x's error overlay and errors panel) exactly when peer node types are missing, nothing else open, and on 1.4x
+    no error but missing nodes and missing user files.  Returns the problems and the ids of the nodes whose error
+    flag the accepted reports explain (missing user files)."""
+    problems: list[str] = []
+    explained: set[str] = set()
+    report = snap.get("report") or {"kind": "dialog", "dialogs": snap.get("dialogs") or []}
+    dialogs = list(report.get("dialogs") or [])
+    if report["kind"] == "dialog":  # 1.32
+        shown = MISSING_NODES_DIALOG in dialogs
+        surface = f"dialog {MISSING_NODES_DIALOG!r}"
+        listed = None
+        dialogs = [d for d in dialogs if d != MISSING_NODES_DIALOG]
+    else:  # 1.4x: no dialog; the error overlay counts the errors, the errors panel lists the missing node packs
+        listed = sorted({m["type"] for m in report.get("missing_nodes") or []})
+        shown = bool(listed)
+        surface = (f"error overlay {report.get('overlay')!r}, errors panel "
+                   f"{report.get('missing_nodes_title') or 'Missing Node Packs'!r}: {listed}")
+    if expected_missing:
+        if not shown:
+            problems.append(f"no missing-nodes report ({surface}) although peer node types are missing")
+        elif listed is not None and set(listed) != set(expected_missing):
+            problems.append(f"the missing-nodes report lists {listed}, expected {sorted(expected_missing)}")
+        if report["kind"] == "errors_panel" and not report.get("overlay"):
+            problems.append("no error overlay although peer node types are missing")
+    elif shown:
+        problems.append(f"the missing-nodes report is shown after loading ({surface})")
+    if dialogs:
+        problems.append(f"dialogs open after loading: {dialogs}")
+    if report["kind"] != "errors_panel":
+        return problems, explained
+
+    nodes_by_id = {str(n["id"]): n for n in snap["nodes"]}
+    for what, key in (("model", "missing_models"), ("file", "missing_media")):
+        for entry in report.get(key) or []:
+            why = _missing_file_problem(entry, nodes_by_id, what)
+            if why:
+                problems.append(why)
+            else:
+                explained.add(str(entry["node_id"]))
+    for key, what in (("node_errors", "node errors"), ("execution_error", "an execution error"),
+                      ("prompt_error", "a prompt error")):
+        if report.get(key):
+            problems.append(f"the frontend reports {what}: {str(report[key])[:400]}")
+    c = report.get("counts") or {}
+    other = (c.get("total") or 0) - sum(c.get(k) or 0 for k in ("missing_nodes", "missing_models", "missing_media"))
+    if other:
+        problems.append(f"the error overlay counts {other} error(s) besides missing nodes and files: "
+                        f"{report.get('overlay')!r}")
+    if report.get("overlay") and not (expected_missing or explained or other):
+        problems.append(f"error overlay shown after loading: {report['overlay']!r}")
+    return problems, explained
+
+
+def _quarantine_problems(node: dict, label: str) -> list[str]:
+    """1.49 moves promoted-widget entries (``properties.proxyWidgets``) it does not resolve to
+    ``properties.proxyWidgetErrorQuarantine`` with the value the host held.  An entry is lost only when the node no
+    longer shows that widget with that value: 1.49 quarantines the entries naming the subgraph's own widget inputs
+    (``["-1", name]``) while it shows those widgets natively."""
+    problems = []
+    widgets = {w["name"]: w["value"] for w in node.get("widgets") or []}
+    for q in (node.get("properties") or {}).get("proxyWidgetErrorQuarantine") or []:
+        entry = q.get("originalEntry") or [None, None]
+        name = entry[1] if len(entry) > 1 else None
+        if name not in widgets or ("hostValue" in q and q["hostValue"] is not None and widgets[name] != q["hostValue"]):
+            problems.append(f"{label}: the frontend could not resolve promoted widget {entry} "
+                            f"({q.get('reason')}; the node shows {sorted(widgets)})")
+    return problems
+
+
+def _io_link_problems(l: dict, where: str, io: dict) -> list[str]:
+    """A subgraph interior's link from its input node or to its output node: the slot exists and the types fit."""
+    if l["origin_id"] == SUBGRAPH_INPUT_ID and l["origin_slot"] >= len(io["inputs"]):
+        return [f"{where}: the subgraph has no input slot {l['origin_slot']}"]
+    if l["target_id"] == SUBGRAPH_OUTPUT_ID and l["target_slot"] >= len(io["outputs"]):
+        return [f"{where}: the subgraph has no output slot {l['target_slot']}"]
+    if not l["slots_compatible"]:
+        return [f"{where}: {l['origin_slot_type']} cannot connect to {l['target_slot_type']}"]
+    return []
+
+
+def graph_problems(snap: dict, workflow: dict, expected_missing=frozenset(), *, proxy_links=frozenset(),
+                   layout: bool = True) -> list[str]:
     """Every way the frontend's graph ``snap`` (``Frontend.snapshot()`` plus ``load``: the load record, ``toasts``,
     ``errors``) disagrees with the workflow file it was loaded from.  ``expected_missing``: the node types that may
-    (and must) be reported missing (the peer packs' nodes)."""
+    (and must) be reported missing (the peer packs' nodes).
+
+    For a subgraph's interior (``snap`` from ``snapshot(subgraph_id)``, ``workflow`` its definition): links to its
+    input/output nodes are checked against its slots, and ``proxy_links`` ((node id, widget name) pairs the
+    blueprint promotes) are the inner widget inputs a frontend may feed from a subgraph input it adds for them."""
     problems: list[str] = []
     load = snap.get("load") or {}
+    io = snap.get("io")
     if load.get("error"):
         problems.append(f"loadGraphData raised: {load['error'][:500]}")
 
-    # ---- missing node types: what the app reported (its missing-nodes dialog) and what the graph holds
-    reported = set(load.get("missing") or [])
+    # ---- missing node types: what the app reported (its missing-nodes report) and what the graph holds
     expected_missing = set(expected_missing)
-    if reported != expected_missing:
-        extra, absent = sorted(reported - expected_missing), sorted(expected_missing - reported)
-        if extra:
-            problems.append(f"the frontend reports missing node types {extra}")
-        if absent:
-            problems.append(f"node types {absent} should be missing (peer pack not installed) but are not reported")
-    unregistered = {n["type"] for n in snap["nodes"] if not n["registered"]}
+    if io is None:
+        reported = set(load.get("missing") or [])
+        if reported != expected_missing:
+            extra, absent = sorted(reported - expected_missing), sorted(expected_missing - reported)
+            if extra:
+                problems.append(f"the frontend reports missing node types {extra}")
+            if absent:
+                problems.append(f"node types {absent} should be missing (peer pack not installed) but are not reported")
+    unregistered = {n["type"] for n in snap["nodes"] if not n["registered"] and not n.get("subgraph_id")}
     if unregistered - expected_missing:
         problems.append(f"nodes of unregistered types in the graph: {sorted(unregistered - expected_missing)}")
+    if io is None:
+        report_problems, explained = _report_problems(snap, expected_missing)
+        problems += report_problems
+    else:
+        explained = set()
     for n in snap["nodes"]:
-        if n["has_errors"] and n["type"] not in expected_missing:
+        if n["has_errors"] and n["type"] not in expected_missing and str(n["id"]) not in explained:
             problems.append(f"node {n['id']} ({n['type']}) is marked has_errors")
-    dialogs = list(snap.get("dialogs") or [])
-    if expected_missing:
-        if "global-missing-nodes" not in dialogs:
-            problems.append("no missing-nodes dialog although peer node types are missing")
-        dialogs = [d for d in dialogs if d != "global-missing-nodes"]
-    if dialogs:
-        problems.append(f"dialogs open after loading: {dialogs}")
+        problems += _quarantine_problems(n, f"node {n['id']} ({n['type']})")
 
     # ---- validation messages (schema errors, links the validator patched or dropped)
     for t in snap.get("toasts") or []:
@@ -419,14 +683,24 @@ def graph_problems(snap: dict, workflow: dict, expected_missing=frozenset()) -> 
     got_links = {(l["id"], l["origin_id"], l["origin_slot"], l["target_id"], l["target_slot"], l["type"])
                  for l in snap["links"]}
     want_links = _ui_links(workflow)
-    if got_links != want_links:
+    added = {(l["id"], l["origin_id"], l["origin_slot"], l["target_id"], l["target_slot"], l["type"])
+             for l in snap["links"] if io is not None and l["origin_id"] == SUBGRAPH_INPUT_ID
+             and (l["target_id"], l["target_widget"]) in proxy_links}
+    if got_links - added != want_links - added:
         problems.append(f"links differ from the file: only in the file {sorted(want_links - got_links)}, "
-                        f"only in the frontend {sorted(got_links - want_links)}")
+                        f"only in the frontend {sorted(got_links - want_links - added)}")
     link_ids = {l["id"] for l in snap["links"]}
+    io_ids = (SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID) if io is not None else ()
     for l in snap["links"]:
         o, t = got_nodes.get(l["origin_id"]), got_nodes.get(l["target_id"])
         where = f"link {l['id']} ({l['type']}: node {l['origin_id']} slot {l['origin_slot']} -> " \
                 f"node {l['target_id']} slot {l['target_slot']})"
+        if (o is None and l["origin_id"] in io_ids) or (t is None and l["target_id"] in io_ids):
+            if (o is None and l["origin_id"] not in io_ids) or (t is None and l["target_id"] not in io_ids):
+                problems.append(f"{where}: {'origin' if o is None else 'target'} node does not exist")
+            else:
+                problems += _io_link_problems(l, where, io)
+            continue
         if o is None or t is None:
             problems.append(f"{where}: {'origin' if o is None else 'target'} node does not exist")
             continue
@@ -484,7 +758,7 @@ def graph_problems(snap: dict, workflow: dict, expected_missing=frozenset()) -> 
                 problems.append(f"{label}: {v!r} is not a boolean")
 
     # ---- layout: nodes (title bars included, sizes as the frontend computed them) do not overlap
-    boxes = [(n["id"], n["type"], n["bounding"]) for n in snap["nodes"]]
+    boxes = [(n["id"], n["type"], n["bounding"]) for n in snap["nodes"]] if layout else []
     for i, (ia, ta, a) in enumerate(boxes):
         for ib, tb, b in boxes[i + 1:]:
             if _overlaps(a, b):
@@ -494,6 +768,49 @@ def graph_problems(snap: dict, workflow: dict, expected_missing=frozenset()) -> 
     for e in snap.get("errors") or []:
         problems.append(f"{e['kind']} error while loading: {e['text'][:400]} {e.get('url', '')}".rstrip())
     return problems
+
+
+def blueprint_node_problems(node: dict, blueprint_node: dict, definition: dict) -> list[str]:
+    """The node a subgraph blueprint became on the graph (``snapshot()`` node) against the blueprint's node and its
+    subgraph definition: a subgraph node, the definition's inputs and outputs (a frontend may add inputs for the
+    widgets it promotes), every promoted widget (``properties.proxyWidgets``) resolvable, every widget value the
+    file gives kept."""
+    problems: list[str] = []
+    label = f"blueprint node ({definition.get('name')!r})"
+    if not node.get("subgraph_id"):
+        problems.append(f"{label} is not a subgraph node (type {node['type']!r})")
+    got_in = [(i["name"], i["type"]) for i in node["inputs"]]
+    want_in = [(i["name"], str(i["type"])) for i in definition.get("inputs") or []]
+    if got_in[:len(want_in)] != want_in:
+        problems.append(f"{label} inputs {got_in}, the definition has {want_in}")
+    got_out = [(o["name"], o["type"]) for o in node["outputs"]]
+    want_out = [(o["name"], str(o["type"])) for o in definition.get("outputs") or []]
+    if got_out != want_out:
+        problems.append(f"{label} outputs {got_out}, the definition has {want_out}")
+    inner = {str(n["id"]): n for n in definition.get("nodes") or []}
+    sub_inputs = {i["name"] for i in definition.get("inputs") or []}
+    shown = [w["name"] for w in node.get("widgets") or []]
+    proxies = (blueprint_node.get("properties") or {}).get("proxyWidgets") or []
+    for entry in proxies:
+        nid, wname = str(entry[0]), entry[1]
+        if nid == "-1":
+            if wname not in sub_inputs:
+                problems.append(f"{label} promotes widget {wname!r} of the subgraph, which has no such input")
+            elif wname not in shown:
+                problems.append(f"{label} does not show its widget {wname!r} (it shows {shown})")
+        elif nid not in inner:
+            problems.append(f"{label} promotes widget {wname!r} of node {nid}, which the subgraph lacks")
+    if len(shown) < len(proxies):
+        problems.append(f"{label} shows widgets {shown}, fewer than the {len(proxies)} it promotes")
+    want = blueprint_node.get("widgets_values") or []
+    got = node.get("widgets_values") or []
+    lost = [(i, v, got[i] if i < len(got) else None) for i, v in enumerate(want)
+            if v is not None and (i >= len(got) or got[i] != v)]
+    if lost:
+        problems.append(f"{label} widget values changed on load: file {want}, frontend {got}")
+    if node.get("has_errors"):
+        problems.append(f"{label} is marked has_errors")
+    return problems + _quarantine_problems(node, label)
 
 
 def load_errors(events: list[dict], template_prefix: str) -> list[dict]:
