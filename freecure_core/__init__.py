@@ -6,4 +6,6 @@ Modules:
     layers      layer sites, presets and custom layer lists
     kv_store    record/replay store of foundation-branch keys/values
     config      the FASA settings object that flows between nodes
+    runner/     the headless runner (``run_workflow``; ``python -m freecure_core.run``, the benchmark protocol)
+    run         only the entry of ``python -m freecure_core.run`` (calls ``runner.cli.main``)
 """

@@ -19,9 +19,9 @@ The prompt text goes into every input whose value equals the workflow's own prom
 FreeCureAttributeMask node, or the text written in the node that feeds it, e.g. the example workflows' Prompt node)
 and into every input linked to that node's output, unless ``--prompt-input`` names the inputs; the identity photo
 into the LoadImage node;
-the seed into every seed / noise_seed input. Prompts run through ``freecure_core.run`` (embedded ComfyUI, or spread
-over the ``--server`` URLs). The image of the output node (the workflow's SaveImage) is stored as
-``<out>/images/<method>/<identity>/p<NN>_s<seed>.png``.
+the seed into every seed / noise_seed input. Prompts run through the headless runner (``freecure_core.runner``:
+embedded ComfyUI, or spread over the ``--server`` URLs). The image of the output node (the workflow's SaveImage) is
+stored as ``<out>/images/<method>/<identity>/p<NN>_s<seed>.png``.
 
 Resumable: images already stored are not generated again and rows already in ``<out>/results.csv`` are not scored
 again, so an interrupted run goes on where it stopped (and a finished one recomputes nothing). Writes
@@ -39,11 +39,14 @@ import pathlib
 import shutil
 import sys
 import time
-import types
 
 import numpy as np
 
-from ..workflow_format import WorkflowError, apply_sets, find_nodes, is_api_format, is_ui_format, split_spec
+from ..runner.progress import Printer
+from ..runner.run import Job, RunOptions, load_workflow, run_workflow
+from ..runner.server_client import ComfyClient
+from ..runner.workflow_format import (WorkflowError, apply_sets, backend_types, find_nodes, is_api_format,
+                                     is_ui_format, split_spec, ui_to_api)
 from . import table
 from .identities import load_identities
 from .prompts import load_prompts
@@ -218,9 +221,8 @@ def _png_bytes(path: pathlib.Path) -> bytes:
 
 
 def generate(args, base: dict, todo: list[dict], printer, slots, image_at, save: str) -> list[str]:
-    """Run the prompts of `todo` through freecure_core.run (the prompt text into `slots`, the identity photo into
+    """Run the prompts of `todo` through the headless runner (the prompt text into `slots`, the identity photo into
     `image_at`); store each image of node `save`; returns error lines."""
-    from .. import run as runner
     out = pathlib.Path(args.out)
     gen = out / "generation" / time.strftime("%Y%m%d-%H%M%S")
     gen.mkdir(parents=True, exist_ok=True)
@@ -230,7 +232,6 @@ def generate(args, base: dict, todo: list[dict], printer, slots, image_at, save:
     names = {}
     photos = {t["identity"].name: t["identity"].images[0] for t in todo}
     if args.servers:
-        from ..server_client import ComfyClient
         for client in [ComfyClient(u) for u in args.servers]:
             for ident, photo in photos.items():
                 names[ident] = client.upload_image(f"freecure_eval_{ident}.png", _png_bytes(photo), "freecure_eval")
@@ -242,28 +243,20 @@ def generate(args, base: dict, todo: list[dict], printer, slots, image_at, save:
             (input_dir / f"freecure_eval_{ident}.png").write_bytes(_png_bytes(photo))
             names[ident] = f"freecure_eval_{ident}.png"
 
-    jobs = [runner.Job(i, len(todo), fill(per_method[t["method"]], t["prompt"], slots, names[t["identity"].name],
-                                          image_at, t["seed"]),
-                       {"method": t["method"], "identity": t["identity"].name, "prompt_index": t["prompt_index"],
-                        "seed": t["seed"]})
+    jobs = [Job(i, len(todo), fill(per_method[t["method"]], t["prompt"], slots, names[t["identity"].name],
+                                   image_at, t["seed"]),
+                {"method": t["method"], "identity": t["identity"].name, "prompt_index": t["prompt_index"],
+                 "seed": t["seed"]})
             for i, t in enumerate(todo)]
-    run_args = types.SimpleNamespace(servers=args.servers, timeout=args.timeout, comfyui=args.comfyui,
-                                     custom_nodes=args.custom_nodes, extra_model_paths=args.extra_model_paths,
-                                     input_dir=str(input_dir) if input_dir else None, cpu=args.cpu, verbose=False,
-                                     sets=[], sweeps=[], repeat=1)
-    record = {"tool": "python -m freecure_core.eval.protocol", "prompt_count": len(jobs), "prompts": [],
-              "servers": [], "status": "running"}
-    run = runner.Run(run_args, gen, printer, record)
-    runner._install_sigint(run)
-    try:
-        if args.servers:
-            runner.run_servers(run, base, "api", jobs)
-        else:
-            runner.run_embedded(run, base, "api", jobs)
-    except (runner.SetupError, WorkflowError) as e:
-        raise ProtocolError(str(e)) from e
+    options = RunOptions(servers=list(args.servers), timeout=args.timeout, comfyui=args.comfyui,
+                         custom_nodes=list(args.custom_nodes), extra_model_paths=list(args.extra_model_paths),
+                         input_dir=str(input_dir) if input_dir else None, cpu=args.cpu)
+    result = run_workflow(base, options, gen, jobs=jobs, printer=printer,
+                          record_head={"tool": "python -m freecure_core.eval.protocol"})
+    if result.error is not None:
+        raise ProtocolError(result.error)
     errors = []
-    for entry in record["prompts"]:
+    for entry in result.record["prompts"]:
         t = todo[entry["index"]]
         files = [item["file"] for item in (entry.get("outputs") or {}).get(save, [])]
         if entry["status"] == "success" and files:
@@ -348,14 +341,11 @@ def face_div_by_method(rows, out: pathlib.Path, scorers: Scorers) -> dict:
 # ------------------------------------------------------------------------------------------ main
 def load_base(args) -> dict:
     """The workflow as an API prompt with --set applied (a UI workflow is converted with the server's nodes)."""
-    from ..run import load_workflow
     workflow, fmt = load_workflow(args.workflow)
     if fmt == "ui":
         if not args.servers:
             raise ProtocolError(f"FreeCure: {args.workflow} is a UI-format workflow; without --server use its API "
                                 "copy (workflows/api/<name>.json, or Export (API) in ComfyUI)")
-        from ..server_client import ComfyClient
-        from ..workflow_format import backend_types, ui_to_api
         workflow = ui_to_api(workflow, ComfyClient(args.servers[0]).object_info(backend_types(workflow)))
     if not is_api_format(workflow) or is_ui_format(workflow):
         raise ProtocolError(f"FreeCure: {args.workflow} is not an API-format prompt")
@@ -363,7 +353,6 @@ def load_base(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..run_progress import Printer
     args = parse_args(argv)
     printer = Printer(quiet=args.quiet)
     out = pathlib.Path(args.out)

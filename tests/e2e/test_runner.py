@@ -26,9 +26,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from freecure_core import run as runner  # noqa: E402
-from freecure_core import workflow_format as wf  # noqa: E402
-from freecure_core.server_client import OP_TEXT, WebSocket  # noqa: E402
+from freecure_core.runner import cli as runner  # noqa: E402  (main, and the load_workflow it uses)
+from freecure_core.runner import workflow_format as wf  # noqa: E402
+from freecure_core.runner.server_client import OP_TEXT, WebSocket  # noqa: E402
 
 UI_WORKFLOW = REPO / "workflows" / "freecure_face_parsing.json"
 API_WORKFLOW = REPO / "workflows" / "api" / "freecure_face_parsing.json"

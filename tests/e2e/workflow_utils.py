@@ -2,7 +2,7 @@
 
 * ``ui_to_api``: a UI-format workflow (what the ComfyUI frontend saves) to the API format ("prompt") that
   ``POST /prompt`` takes, using ``/object_info`` to know each node's widget inputs.  It lives in the package
-  (``freecure_core.workflow_format``, shared with the headless runner) and is re-exported here with its helpers.
+  (``freecure_core.runner.workflow_format``, shared with the headless runner) and is re-exported here with its helpers.
   ``workflows/api/`` holds the committed result; tests check that the two never drift.
 * prompt edits used by the e2e tests: find nodes, shrink a workflow for the tiny test checkpoint, keep only what an
   output node needs.
@@ -21,7 +21,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from freecure_core import workflow_format as _wf  # noqa: E402
+from freecure_core.runner import workflow_format as _wf  # noqa: E402
 
 # the conversion and its helpers, re-exported (tests use wu.<name>)
 FRONTEND_ONLY, WIDGET_TYPES = _wf.FRONTEND_ONLY, _wf.WIDGET_TYPES

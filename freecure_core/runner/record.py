@@ -21,7 +21,7 @@ import os
 import pathlib
 import subprocess
 
-PACK_DIR = pathlib.Path(__file__).resolve().parents[1]
+PACK_DIR = pathlib.Path(__file__).resolve().parents[2]  # the pack (this file: freecure_core/runner/record.py)
 TRACEBACK_LINES = 12  # last lines of a node's traceback kept in the record
 
 
