@@ -33,9 +33,9 @@ def load_face_parser(parser_file: str, face_detector: str = "auto", device: str 
                     "parsing whole images")
             log.warning("FreeCure: %s", note)
         else:
-            from ..parsing.face_detect import FaceDetector, _import_onnxruntime, find_detector_file
+            from ..parsing.face_detect import FaceDetector, find_detector_file, require_onnxruntime
             try:
-                _import_onnxruntime()
+                require_onnxruntime()
             except ImportError as e:
                 if face_detector != "auto":
                     raise
