@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .table import _num
+from .table import to_float
 
 
 def plot_pc_vs_if(rows, summary: dict, path, title: str = "") -> str:
@@ -27,8 +27,8 @@ def plot_pc_vs_if(rows, summary: dict, path, title: str = "") -> str:
                 groups.setdefault((r["identity"], r["prompt_index"]), []).append(r)
         pts = []
         for g in groups.values():
-            pc = [_num(r["pc"]) for r in g if not math.isnan(_num(r["pc"]))]
-            ids = [(_num(r["if"]) if r["face_found"] in ("1", "True") else 0.0) for r in g if r["face_found"] != ""]
+            pc = [to_float(r["pc"]) for r in g if not math.isnan(to_float(r["pc"]))]
+            ids = [(to_float(r["if"]) if r["face_found"] in ("1", "True") else 0.0) for r in g if r["face_found"] != ""]
             if pc and ids:
                 pts.append((sum(ids) / len(ids), sum(pc) / len(pc)))
         if pts:

@@ -59,7 +59,8 @@ def _fmt(v):
     return v
 
 
-def _num(v) -> float:
+def to_float(v) -> float:
+    """A table cell as a float: float(v), or nan for empty / non-numeric cells."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -84,16 +85,16 @@ def summarize(rows, face_div: dict | None = None) -> dict:
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
         scored_if = [r for r in mine if r["if"] != "" or r["face_found"] != ""]
-        if_values = [(_num(r["if"]) if r["face_found"] in ("1", "True", 1, True) else 0.0) for r in scored_if]
-        pc = _mean(_num(r["pc"]) for r in mine)
+        if_values = [(to_float(r["if"]) if r["face_found"] in ("1", "True", 1, True) else 0.0) for r in scored_if]
+        pc = _mean(to_float(r["pc"]) for r in mine)
         if_ = _mean(if_values) if scored_if else float("nan")
         by_n = {}
         for n in sorted({int(r["attributes"]) for r in mine}):
-            by_n[n] = _mean(_num(r["pc"]) for r in mine if int(r["attributes"]) == n)
+            by_n[n] = _mean(to_float(r["pc"]) for r in mine if int(r["attributes"]) == n)
         out[method] = {
             "images": len(mine), "pc": pc, "if": if_,
             "face_found": _mean(1.0 if r["face_found"] in ("1", "True") else 0.0 for r in scored_if),
-            "attr_acc": _mean(_num(r["attr_acc"]) for r in mine),
+            "attr_acc": _mean(to_float(r["attr_acc"]) for r in mine),
             "face_div": (face_div or {}).get(method, float("nan")),
             "hmean": harmonic_mean(pc, if_), "pc_by_attributes": by_n,
         }
