@@ -6,4 +6,5 @@ Modules:
     layers      layer sites, presets and custom layer lists
     kv_store    record/replay store of foundation-branch keys/values
     config      the FASA settings object that flows between nodes
+    onnx_session  opening ONNX models with onnxruntime (the face detector and recognizer)
 """
