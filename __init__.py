@@ -2,7 +2,13 @@
 
 ComfyUI entry point only: V3 `comfy_entrypoint` when the V3 API exists, else V1 mappings.
 ComfyUI ignores comfy_entrypoint when NODE_CLASS_MAPPINGS is defined, so exactly one is exported.
+FreeCure's model folders (models/face_parsing, sams, instantid, insightface, ...) are registered with ComfyUI
+here, once, when the pack loads; the node modules only declare nodes.
 """
+from .freecure_core.comfy_bridge.model_paths import register_model_folders
+
+register_model_folders()
+
 try:
     from comfy_api.latest import ComfyExtension, io
 except ImportError:  # ComfyUI older than the V3 node API

@@ -8,4 +8,5 @@ Modules:
     config      the FASA settings object that flows between nodes
     runner/     the headless runner (``run_workflow``; ``python -m freecure_core.run``, the benchmark protocol)
     run         only the entry of ``python -m freecure_core.run`` (calls ``runner.cli.main``)
+    onnx_session  opening ONNX models with onnxruntime (the face detector and recognizer)
 """

@@ -14,8 +14,6 @@ PROVIDERS = {"auto": None, "CPU": ["CPUExecutionProvider"],
              "DirectML": ["DmlExecutionProvider", "CPUExecutionProvider"],
              "CoreML": ["CoreMLExecutionProvider", "CPUExecutionProvider"]}
 
-model_paths.register_model_folders()
-
 
 def _load_adapter(instantid_file):
     from ..freecure_core.identity.instantid_weights import load_instantid

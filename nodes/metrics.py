@@ -8,8 +8,6 @@ from .spec import In, NodeSpec, Out, WithUI
 
 CATEGORY = "FreeCure/evaluate"
 
-model_paths.register_model_folders()
-
 
 def _lpips_backbones() -> list[str]:
     return ["none"] + [f for f in model_paths.lpips_choices() if "alexnet" in f.lower()]

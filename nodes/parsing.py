@@ -13,8 +13,6 @@ from .spec import In, NodeSpec, Out, WithUI
 CATEGORY = "FreeCure/parsing"
 log = logging.getLogger("FreeCure")
 
-model_paths.register_model_folders()
-
 
 # ------------------------------------------------------------------------------------------ loader
 def _load(parser, face_detector, device):

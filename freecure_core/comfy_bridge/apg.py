@@ -16,7 +16,7 @@ import comfy.utils
 import latent_preview
 
 from ..apg.schedule import FLOW, invert, inverted_steps, split_schedule, state_form
-from .sampling import _latent_like, _prepare
+from .sampling import latent_like, prepare_sampling
 
 def _same_value(a, b) -> bool:
     if a is b:
@@ -90,7 +90,8 @@ def apg(model_fd, latent: dict, template_pos, attribute_pos, negative, seed: int
     if not force and same_conditioning(template_pos, attribute_pos):
         return _pass_through(latent, report, "APG skipped: the template and attribute prompts are identical (no "
                                              "expression words); the image passes through")
-    latent_image, _, noise_mask, sigmas, sampler = _prepare(model_fd, latent, seed, steps, sampler_name, scheduler, 1.0)
+    latent_image, _, noise_mask, sigmas, sampler = prepare_sampling(model_fd, latent, seed, steps, sampler_name,
+                                                                    scheduler, 1.0)
     up, down = split_schedule(sigmas.cpu(), gamma)
     report["form"] = _check_model(model_fd, up, noise_mask)
     report.update(sigma_turn=float(up[-1]), noise_mask=noise_mask is not None)
@@ -112,10 +113,10 @@ def apg(model_fd, latent: dict, template_pos, attribute_pos, negative, seed: int
                                  callback=second, disable_pbar=disable, seed=seed)
 
     device = comfy.model_management.intermediate_device()
-    report.update(ran=True, inverted=_latent_like(latent, inverted.to(device)),
+    report.update(ran=True, inverted=latent_like(latent, inverted.to(device)),
                   message=f"APG: inverted {k} of {steps} steps (gamma {gamma}, up to sigma {float(up[-1]):.4g}) "
                           f"with the template, regenerated them with the attribute prompt")
-    return _latent_like(latent, samples.to(device)), report
+    return latent_like(latent, samples.to(device)), report
 
 
 def describe(report: dict) -> str:

@@ -8,7 +8,8 @@ class FreeCureConflict(ValueError):
     """Another patch or wrapper on the MODEL would break or silently change FASA."""
 
 
-def _name(obj) -> str:
+def qualified_name(obj) -> str:
+    """"module.qualname" of a function, bound method or object (its class), to name what patched a model."""
     fn = getattr(obj, "__func__", obj)
     mod = getattr(fn, "__module__", None) or type(fn).__module__
     qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
@@ -23,7 +24,7 @@ def check_attn1_conflicts(model_patcher, sites: list[Site], what: str) -> None:
             if key in replaces:
                 raise FreeCureConflict(
                     f"FreeCure: {what} already has a self-attention (attn1) replace on {key} from "
-                    f"{_name(replaces[key])}; FASA needs that layer. Remove the other node from this model's "
+                    f"{qualified_name(replaces[key])}; FASA needs that layer. Remove the other node from this model's "
                     f"chain, or pick FASA layers that avoid it (custom layer list).")
 
 
@@ -43,11 +44,11 @@ def check_no_caching(model_patcher, what: str) -> None:
     topts = model_patcher.model_options.get("transformer_options", {})
     found += [f"transformer option '{k}'" for k in topts if any(w in str(k).lower() for w in _CACHE_WORDS)]
     wrapper = model_patcher.model_options.get("model_function_wrapper")
-    if wrapper is not None and any(w in _name(wrapper).lower() for w in _CACHE_WORDS):
-        found.append(f"model function wrapper {_name(wrapper)}")
+    if wrapper is not None and any(w in qualified_name(wrapper).lower() for w in _CACHE_WORDS):
+        found.append(f"model function wrapper {qualified_name(wrapper)}")
     for key, obj in getattr(model_patcher, "object_patches", {}).items():
-        if any(w in _name(obj).lower() for w in _CACHE_WORDS):
-            found.append(f"object patch {key} ({_name(obj)})")
+        if any(w in qualified_name(obj).lower() for w in _CACHE_WORDS):
+            found.append(f"object patch {key} ({qualified_name(obj)})")
     if found:
         raise FreeCureConflict(f"FreeCure: {what} has a step-caching accelerator attached ({', '.join(sorted(set(found)))}). "
                                f"It reuses earlier model outputs, so FASA's attention would be skipped. Remove the "

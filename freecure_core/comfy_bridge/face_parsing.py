@@ -33,9 +33,9 @@ def load_face_parser(parser_file: str, face_detector: str = "auto", device: str 
                     "parsing whole images")
             log.warning("FreeCure: %s", note)
         else:
-            from ..parsing.face_detect import FaceDetector, _import_onnxruntime, find_detector_file
+            from ..parsing.face_detect import FaceDetector, find_detector_file, require_onnxruntime
             try:
-                _import_onnxruntime()
+                require_onnxruntime()
             except ImportError as e:
                 if face_detector != "auto":
                     raise
@@ -66,8 +66,8 @@ def parse(face_parser: LoadedFaceParser, images: torch.Tensor, mode: str, margin
 
 def load_sam(sam_file: str, device: str = "auto"):
     """A SAM refiner from models/sams (needs the segment-anything package)."""
-    from ..parsing.sam import _segment_anything, load_sam as load
-    _segment_anything()  # the install hint first: without the package no file helps
+    from ..parsing.sam import segment_anything_classes, load_sam as load
+    segment_anything_classes()  # the install hint first: without the package no file helps
     return load(model_paths.sam_path(sam_file), device=_device(device))
 
 

@@ -29,7 +29,7 @@ from ..flux_record import FluxRecord, FluxRecordInfo, FluxReplayMismatch
 from ..layers import default_omega
 from ..masks import TokenMasks, check_mask_aspect, check_mask_batch
 from .checks import FreeCureConflict, check_no_caching, check_same_weights, weights_identity
-from .guiders import PairedLockstepSampling, PairedReplaySampling, _branch_options, _sigma_of, input_fingerprints
+from .guiders import PairedLockstepSampling, PairedReplaySampling, branch_options, sigma_of, input_fingerprints
 
 log = logging.getLogger("FreeCure")
 OVERRIDE = "optimized_attention_override"
@@ -217,8 +217,8 @@ class FluxFoundationGuider(_FluxGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         if self.run is not None:
-            self.store.begin_eval(_sigma_of(timestep))
-            self.run.begin_eval(_sigma_of(timestep))
+            self.store.begin_eval(sigma_of(timestep))
+            self.run.begin_eval(sigma_of(timestep))
             model_options = self.run.options(model_options, "record")
         return super().predict_noise(x, timestep, model_options, seed)
 
@@ -253,7 +253,7 @@ class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
                                     disable_pbar, seed, latent_shapes=latent_shapes)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        sigma = _sigma_of(timestep)
+        sigma = sigma_of(timestep)
         self.run.begin_eval(sigma)
         self.record.check_eval(self.run.eval_index, sigma)
         return super().predict_noise(x, timestep, self.run.options(model_options, "consume"), seed)
@@ -283,9 +283,9 @@ class FluxLockstepGuider(PairedLockstepSampling, _FluxGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         b = x.shape[0] // 2
-        self.run.begin_eval(_sigma_of(timestep))
+        self.run.begin_eval(sigma_of(timestep))
         self.run.record.entries.clear()
-        fd_opts = self.run.options(_branch_options(model_options, self.model_fd), "record")
+        fd_opts = self.run.options(branch_options(model_options, self.model_fd), "record")
         fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
                                               self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
         pd_opts = self.run.options(model_options, "consume")

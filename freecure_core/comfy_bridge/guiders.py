@@ -32,7 +32,8 @@ _BRANCH_OPTION_KEYS = ("sampler_cfg_function", "sampler_post_cfg_function", "sam
                        "model_function_wrapper", "sampler_calc_cond_batch_function", "disable_cfg1_optimization")
 
 
-def _sigma_of(timestep) -> float:
+def sigma_of(timestep) -> float:
+    """The sigma of a model call, as a float: the first entry of its timestep tensor (all rows share it)."""
     return float(timestep.flatten()[0])
 
 
@@ -70,7 +71,7 @@ class PairedReplaySampling:
         return torch.cat([pd, self.recorded_fd_samples().to(device=pd.device, dtype=pd.dtype)])
 
 
-def _branch_options(runtime_options: dict, branch_patcher) -> dict:
+def branch_options(runtime_options: dict, branch_patcher) -> dict:
     """The runtime model_options with the patches and CFG hooks of `branch_patcher` instead of the guider's."""
     opts = comfy.model_patcher.create_model_options_clone(runtime_options)
     own = comfy.model_patcher.create_model_options_clone(branch_patcher.model_options)
@@ -193,7 +194,7 @@ class FoundationGuider(_FreeCureGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         if self.record_rows:
-            self.run.eval_index = self.store.begin_eval(_sigma_of(timestep))
+            self.run.eval_index = self.store.begin_eval(sigma_of(timestep))
             model_options = self.run.with_record(model_options, self.store.info.kind)
         return super().predict_noise(x, timestep, model_options, seed)
 
@@ -223,8 +224,8 @@ class LockstepGuider(PairedLockstepSampling, _FreeCureGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         b = x.shape[0] // 2
-        self.run.begin_eval(_sigma_of(timestep))
-        fd_opts = self.run.with_record(_branch_options(model_options, self.model_fd), "kv")
+        self.run.begin_eval(sigma_of(timestep))
+        fd_opts = self.run.with_record(branch_options(model_options, self.model_fd), "kv")
         fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
                                               self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
         pd_opts = self.run.with_consume(model_options)
@@ -268,7 +269,7 @@ class ReplayGuider(PairedReplaySampling, _FreeCureGuider):
         return run
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        sigma = _sigma_of(timestep)
+        sigma = sigma_of(timestep)
         self.run.begin_eval(sigma)
         self.store.check_eval(self.run.eval_index, sigma)
         return super().predict_noise(x, timestep, self.run.with_consume(model_options), seed)

@@ -16,7 +16,7 @@ import torch
 from ..identity.instantid_tokens import IdentityTokens, combine_embeddings, identity_tokens, layer_kv
 from ..identity.kps_image import draw_kps
 from ..layers import Site
-from .checks import FreeCureConflict, _name
+from .checks import FreeCureConflict, qualified_name
 from .patches import ROW_BY_INDEX, plain_attention
 from .probe import attn2_module, model_family, probe_sites
 
@@ -119,8 +119,8 @@ def _check_no_attn2_replaces(model, sites: list[Site]) -> None:
             if key in replaces:
                 raise FreeCureConflict(
                     f"FreeCure: this MODEL already has a cross-attention (attn2) replace on {key} from "
-                    f"{_name(replaces[key])} (another InstantID or IP-Adapter node?). FreeCure InstantID Pair applies "
-                    f"InstantID itself: connect the checkpoint's MODEL (after LoRAs) instead.")
+                    f"{qualified_name(replaces[key])} (another InstantID or IP-Adapter node?). FreeCure InstantID Pair "
+                    f"applies InstantID itself: connect the checkpoint's MODEL (after LoRAs) instead.")
 
 
 def patched_model(model, weights, sites: list[Site], cond_tokens, uncond_tokens, settings: InstantIDSettings):

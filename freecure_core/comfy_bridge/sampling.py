@@ -18,7 +18,7 @@ RECORD_CHOICES = {"off": (), "cond": ("cond",), "cond+uncond": ("cond", "uncond"
 STORE_KINDS = ("auto", "kv", "x")
 
 
-def _prepare(model, latent: dict, seed: int, steps: int, sampler_name: str, scheduler: str, denoise: float):
+def prepare_sampling(model, latent: dict, seed: int, steps: int, sampler_name: str, scheduler: str, denoise: float):
     """latent image, noise, noise mask, sigmas and sampler exactly as ComfyUI's KSampler makes them."""
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
@@ -28,14 +28,16 @@ def _prepare(model, latent: dict, seed: int, steps: int, sampler_name: str, sche
 
 
 def _run(guider, model, latent, seed, steps, sampler_name, scheduler, denoise):
-    latent_image, noise, noise_mask, sigmas, sampler = _prepare(model, latent, seed, steps, sampler_name, scheduler, denoise)
+    latent_image, noise, noise_mask, sigmas, sampler = prepare_sampling(model, latent, seed, steps, sampler_name,
+                                                                        scheduler, denoise)
     callback = latent_preview.prepare_callback(model, steps)
     samples = guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=noise_mask, callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     return samples.to(comfy.model_management.intermediate_device())
 
 
-def _latent_like(latent: dict, samples: torch.Tensor) -> dict:
+def latent_like(latent: dict, samples: torch.Tensor) -> dict:
+    """A LATENT like `latent` (its batch_index, noise_mask, ...) with `samples` as its samples; a shallow copy."""
     out = latent.copy()
     out["samples"] = samples
     return out
@@ -54,7 +56,7 @@ def sample_foundation(model_fd, positive, negative, latent: dict, seed: int, ste
         guider = FoundationGuider(model_fd, positive, negative, cfg, RECORD_CHOICES[record], layers, store, offload)
     samples = _run(guider, model_fd, latent, seed, steps, sampler_name, scheduler, denoise)
     kv = guider.store if RECORD_CHOICES[record] else NoRecord()
-    return _latent_like(latent, samples), kv
+    return latent_like(latent, samples), kv
 
 
 def make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig,
@@ -85,7 +87,7 @@ def sample_freecure(model_pd, model_fd, positive, negative, fd_positive, fd_nega
     guider = make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv)
     samples = _run(guider, model_pd, latent, seed, steps, sampler_name, scheduler, denoise)
     guider.report["mode"] = "replay" if kv is not None else "lockstep"
-    pd, fd = split_pair(_latent_like(latent, samples))
+    pd, fd = split_pair(latent_like(latent, samples))
     return pd, fd, guider.report
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..parsing.face_detect import _import_onnxruntime, default_providers
+from ..onnx_session import log_providers, open_session
 
 log = logging.getLogger("FreeCure")
 
@@ -144,25 +144,10 @@ class ArcFaceRecognizer:
     @classmethod
     def load(cls, path, providers: list[str] | None = None) -> "ArcFaceRecognizer":
         """Open an ArcFace .onnx file; providers default to CUDA (when this onnxruntime has it) then CPU."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"FreeCure: face recognizer file {path} not found")
-        ort = _import_onnxruntime()
-        available = list(ort.get_available_providers())
-        wanted = list(providers) if providers else default_providers(available)
-        try:
-            session = ort.InferenceSession(str(path), providers=wanted)
-        except Exception as e:  # truncated download, random bytes, not an ONNX graph
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"FreeCure: onnxruntime cannot load the face recognizer {path} ({first}); the file is "
-                             "truncated, corrupt or not an ONNX model: copy it again from the insightface pack") from e
+        session, wanted = open_session(path, "face recognizer", providers)
         mean, std = graph_normalisation(path)
-        rec = cls(session, path, mean, std)
-        if rec.providers and rec.providers[0] != wanted[0]:
-            log.warning("FreeCure: face recognizer %s asked for %s but runs on %s", path.name, wanted[0],
-                        rec.providers[0])
-        else:
-            log.info("FreeCure: face recognizer %s runs on %s", path.name, rec.providers[0] if rec.providers else "?")
+        rec = cls(session, Path(path), mean, std)
+        log_providers("face recognizer", path, wanted, rec.providers)
         return rec
 
     def blob(self, aligned: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..parsing.face_detect import FaceDetector, _import_onnxruntime, find_detector_file
+from ..onnx_session import import_onnxruntime
+from ..parsing.face_detect import FaceDetector, find_detector_file
 from .arcface import ArcFaceRecognizer, find_recognizer_file, norm_crop
 
 log = logging.getLogger("FreeCure")
@@ -91,7 +92,7 @@ class FaceAnalysis:
         if missing:
             raise _missing_files_error(folder, missing)
         try:
-            _import_onnxruntime()
+            import_onnxruntime()
         except ImportError as e:
             raise ImportError("FreeCure: InstantID face analysis needs onnxruntime: pip install onnxruntime "
                               "(or onnxruntime-gpu for CUDA)") from e

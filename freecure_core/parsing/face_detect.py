@@ -12,7 +12,6 @@ in stride units, with N = rows * cols * A ordered row-major over cells and ancho
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger("FreeCure")
+from ..onnx_session import import_onnxruntime, log_providers, open_session
 
 DETECTOR_FILES = ("scrfd_10g_bnkps.onnx", "det_10g.onnx")  # antelopev2, buffalo_l
 DETECTOR_PREFIXES = ("det_", "scrfd")
-PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+NO_ONNXRUNTIME_ADVICE = ", or choose face_detector 'none' to parse whole images"
 INPUT_MEAN, INPUT_STD = 127.5, 128.0
 BASE_STRIDE = 8  # strides are 8, 16, 32 (and 64, 128 for 5-level models)
 
@@ -56,19 +55,10 @@ def find_detector_file(folder) -> Path:
                             f"antelopev2 or buffalo_l pack")
 
 
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError("FreeCure: the face detector needs onnxruntime: pip install onnxruntime "
-                          "(or onnxruntime-gpu), or choose face_detector 'none' to parse whole images") from e
-    return onnxruntime
-
-
-def default_providers(available: list[str]) -> list[str]:
-    """CUDA then CPU, keeping only those this onnxruntime build offers (all of `available` if none match)."""
-    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
-    return chosen or list(available)
+def require_onnxruntime() -> None:
+    """ImportError naming `pip install onnxruntime` and the face_detector 'none' fallback when onnxruntime is
+    not installed (the message FaceDetector.load gives); nothing otherwise."""
+    import_onnxruntime("the face detector", NO_ONNXRUNTIME_ADVICE)
 
 
 class FaceDetector:
@@ -95,24 +85,9 @@ class FaceDetector:
     @classmethod
     def load(cls, path, providers: list[str] | None = None) -> "FaceDetector":
         """Open an SCRFD .onnx file; providers default to CUDA (when this onnxruntime has it) then CPU."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"FreeCure: face detector file {path} not found")
-        ort = _import_onnxruntime()
-        available = list(ort.get_available_providers())
-        wanted = list(providers) if providers else default_providers(available)
-        try:
-            session = ort.InferenceSession(str(path), providers=wanted)
-        except Exception as e:  # truncated download, random bytes, not an ONNX graph
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"FreeCure: onnxruntime cannot load the face detector {path} ({first}); the file is "
-                             "truncated, corrupt or not an ONNX model: copy it again from the insightface pack") from e
-        det = cls(session, path)
-        if det.providers and det.providers[0] != wanted[0]:
-            log.warning("FreeCure: face detector %s asked for %s but runs on %s", path.name, wanted[0],
-                        det.providers[0])
-        else:
-            log.info("FreeCure: face detector %s runs on %s", path.name, det.providers[0] if det.providers else "?")
+        session, wanted = open_session(path, "face detector", providers, advice=NO_ONNXRUNTIME_ADVICE)
+        det = cls(session, Path(path))
+        log_providers("face detector", path, wanted, det.providers)
         return det
 
     def network_size(self, max_size: int = 640) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import mask_ops
+from . import mask_ops
 from ..attributes import ALL_ATTRIBUTES, attributes_from_prompt
 from .face_crop import parse_with_faces
 from .schema import LabelSchema, palette

@@ -35,8 +35,9 @@ class SegmentAnythingMissing(ImportError):
     """The segment-anything package is not installed in the running Python."""
 
 
-def _segment_anything() -> SimpleNamespace:
-    """The segment_anything classes this module needs, imported on first use."""
+def segment_anything_classes() -> SimpleNamespace:
+    """The segment_anything classes this module needs, imported on first use; SegmentAnythingMissing with the
+    install hint when the package is not installed."""
     try:
         from segment_anything import SamPredictor
         from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -128,7 +129,7 @@ def infer_config(state: Mapping[str, object]) -> SamConfig:
 def build_sam(config: SamConfig, device: str | torch.device = "cpu"):
     """An uninitialised-weights SAM (segment_anything.modeling.Sam) with this image encoder, on `device`
     ("meta" builds without allocating). Prompt encoder and mask decoder are SAM's standard ones."""
-    sa = _segment_anything()
+    sa = segment_anything_classes()
     grid = config.img_size // config.patch_size
     prompt_dim = config.out_chans
     with torch.device(device):
@@ -184,7 +185,7 @@ def _check_keys(model: torch.nn.Module, state: Mapping[str, torch.Tensor], confi
 
 def load_sam(path: str, device: str | torch.device = "cpu") -> "SamRefiner":
     """A SamRefiner from a SAM checkpoint: size inferred from the state dict, loaded strictly, float32."""
-    _segment_anything()  # fail with the install hint before reading a multi-GB file
+    segment_anything_classes()  # fail with the install hint before reading a multi-GB file
     state = read_state_dict(path)
     config = infer_config(state)
     model = build_sam(config, device="meta")
@@ -223,7 +224,7 @@ class SamRefiner:
     def __init__(self, model, config: SamConfig):
         self.model = model
         self.config = config
-        self.predictor = _segment_anything().SamPredictor(model)
+        self.predictor = segment_anything_classes().SamPredictor(model)
         self._image: np.ndarray | None = None
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ import comfy.clip_vision
 import nodes as comfy_nodes
 from comfy_api.latest import io
 from comfy_extras.nodes_photomaker import PhotoMakerEncode
-from freecure_core.comfy_bridge import photomaker as bridge
+from freecure_core.identity import photomaker_tokens
 from support import tiny_photomaker
 from support.pack_loader import load_pack
 
@@ -145,7 +145,7 @@ def test_the_identity_and_photo_count_are_logged(node, photomaker, images, clip,
     ("a woman\nphotomaker", "a woman", "a woman"),
 ])
 def test_the_trigger_word_and_the_space_before_it_are_removed(text, prefix, plain):
-    assert bridge.split_trigger(text) == (prefix, plain)
+    assert photomaker_tokens.split_trigger(text) == (prefix, plain)
 
 
 def test_glued_punctuation_stays_in_the_prompt(node, photomaker, images, clip):
@@ -174,7 +174,7 @@ def test_a_class_word_inside_a_weight_bracket_is_refused_clearly(node, photomake
 
 def test_a_prompt_too_long_for_the_photos_is_refused(node, photomaker, images, clip):
     text = "a woman photomaker " + " ".join(["red"] * 72)  # 74 tokens: room for one extra class copy
-    assert n_tokens(clip, bridge.split_trigger(text)[1]) == 74
+    assert n_tokens(clip, photomaker_tokens.split_trigger(text)[1]) == 74
     pd, fd = pair(node, photomaker, images[:2], clip, text)
     assert fd[0][0].shape[1] == 77 and changed_rows(pd[0][0], fd[0][0]) == [2, 3]
     with pytest.raises(ValueError, match="FreeCure: the prompt is too long for 3 reference photos.*Shorten the "
@@ -186,7 +186,7 @@ def test_expanding_keeps_weights_and_chunk_lengths_and_leaves_the_tokens_alone(c
     tokens = clip.tokenize("a (woman:1.3) with blonde hair", return_word_ids=True)
     snapshot = {k: [list(c) for c in v] for k, v in tokens.items()}
     where = {key: (0, 2) for key in tokens}
-    grown = bridge.expand_class_token(tokens, where, 4)
+    grown = photomaker_tokens.expand_class_token(tokens, where, 4)
     assert tokens == snapshot
     for key in tokens:
         (old,), (new,) = tokens[key], grown[key]

@@ -92,7 +92,8 @@ def test_an_interrupt_leaves_no_patch_or_store_behind(sd15_case):
     fasa = FASAConfig(mask=c.mask((2, 2, 10, 12)), omega=1.0)
     expected = run(c, fasa=fasa)[0]["samples"]
     guider = S.make_guider(c.model, c.model, c.pos, c.neg, c.fd_pos, c.fd_neg, CFG, fasa)
-    latent_image, noise, mask, sigmas, sampler = S._prepare(c.model, c.latent, SEED, STEPS, "euler", "normal", 1.0)
+    latent_image, noise, mask, sigmas, sampler = S.prepare_sampling(c.model, c.latent, SEED, STEPS, "euler", "normal",
+                                                                    1.0)
 
     def interrupt(step, x0, x, total):
         if step == 1:

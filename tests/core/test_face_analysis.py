@@ -229,7 +229,7 @@ def test_detector_without_keypoints(tmp_path, analysis, astronaut):
 def test_missing_onnxruntime(tmp_path, monkeypatch):
     def no_ort():
         raise ImportError("no onnxruntime")
-    monkeypatch.setattr(fa, "_import_onnxruntime", no_ort)
+    monkeypatch.setattr(fa, "import_onnxruntime", no_ort)
     with pytest.raises(ImportError, match="FreeCure: InstantID face analysis needs onnxruntime: pip install "
                                           "onnxruntime"):
         FaceAnalysis.load(_pack(tmp_path))

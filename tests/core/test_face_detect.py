@@ -11,7 +11,6 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from freecure_core.parsing import face_detect as fd  # noqa: E402
 from freecure_core.parsing.face_detect import FaceDetector, find_detector_file  # noqa: E402
 from support import onnx_detector as standin  # noqa: E402
 
@@ -83,12 +82,6 @@ def test_load_reads_signature_and_real_providers(detector):
     assert detector.output_names == ["448", "471", "494", "451", "474", "497", "454", "477", "500"]
     assert detector.providers == detector.session.get_providers()
     assert detector.providers[0] in ort.get_available_providers()
-
-
-def test_default_providers_prefer_cuda_then_cpu():
-    assert fd.default_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    assert fd.default_providers(["CPUExecutionProvider", "TensorrtExecutionProvider", "CUDAExecutionProvider"]) \
-        == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def test_silent_cpu_fallback_is_reported(models, monkeypatch, caplog):

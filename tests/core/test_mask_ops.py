@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from freecure_core.mask_ops import (colorize_labels, feather_mask, grow_mask, labels_to_mask, mask_bbox,
-                                    overlay_mask)
+from freecure_core.parsing.mask_ops import (colorize_labels, feather_mask, grow_mask, labels_to_mask, mask_bbox,
+                                            overlay_mask)
 
 
 def _square(size=40, x0=10, y0=12, side=10):
