@@ -22,12 +22,11 @@ import torch
 import comfy.model_patcher
 import comfy.samplers
 
-from ..config import FASAConfig
-from ..flux_attention import flux_fasa
-from ..flux_layers import resolve_flux_layers
-from ..flux_record import FluxRecord, FluxRecordInfo, FluxReplayMismatch
-from ..layers import default_omega
-from ..masks import TokenMasks, check_mask_aspect, check_mask_batch
+from ..fasa.config import FASAConfig
+from ..fasa.flux import FluxRecord, FluxRecordInfo, flux_fasa, resolve_flux_layers, token_grid
+from ..fasa.layers import default_omega
+from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch
+from ..fasa.record import ReplayMismatch
 from .checks import FreeCureConflict, check_no_caching, check_same_weights, weights_identity
 from .guiders import PairedLockstepSampling, PairedReplaySampling, _branch_options, _sigma_of, input_fingerprints
 
@@ -61,12 +60,6 @@ def newer_hooks() -> tuple[str, ...]:
 def block_counts(model_patcher) -> tuple[int, int]:
     dm = model_patcher.model.diffusion_model
     return len(dm.double_blocks), len(dm.single_blocks)
-
-
-def token_grid(latent_shape, patch: int = 2) -> tuple[int, int]:
-    """FLUX's image-token grid for a latent (B, C, h, w): ceil(h / patch) x ceil(w / patch), row-major."""
-    h, w = latent_shape[-2:]
-    return (-(-int(h) // patch), -(-int(w) // patch))
 
 
 def _cond_rows(transformer_options: dict, batch: int) -> list[int]:
@@ -132,7 +125,7 @@ class FluxRun:
                 return out
             k_fd, v_fd = self.record.get(self.eval_index, block)
             if k_fd.shape[0] != len(rows) or k_fd.shape[2] != self.masks.shape[1]:
-                raise FluxReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
+                raise ReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
                                          f"{k_fd.shape[2]} image tokens at {block[0]} block {block[1]}, this pass "
                                          f"{len(rows)} x {self.masks.shape[1]}; use the same batch and size")
             idx = torch.tensor(rows, device=out.device)
@@ -228,7 +221,7 @@ class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
 
     def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record: FluxRecord):
         if not isinstance(record, FluxRecord):
-            raise FluxReplayMismatch("FreeCure FLUX: the kv input must come from FreeCure Foundation Sampler run on "
+            raise ReplayMismatch("FreeCure FLUX: the kv input must come from FreeCure Foundation Sampler run on "
                                      "a FLUX model with record on (this record is from an SD model or empty)")
         check_no_caching(model_pd, "model_pd")
         super().__init__(model_pd, cfg)
@@ -245,7 +238,7 @@ class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
         self.record.check_compatible(blocks=blocks, sigmas=[float(s) for s in sigmas.flatten().tolist()],
                                      latent_shape=i["latent_shape"], noise_id=i["noise_id"], latent_id=i["latent_id"])
         run = self._fasa_run(self.fasa, "replay", self.record, blocks)
-        compact = self.record.compacted(run.masks)
+        compact = self.record.compacted_copy(run.masks)
         run.record, run.masks = compact, run.masks[:, compact.kept]
         self.report["store_bytes"], self.report["compacted_bytes"] = self.record.nbytes(), compact.nbytes()
         self.run = run

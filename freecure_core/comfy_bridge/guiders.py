@@ -17,10 +17,10 @@ import torch
 import comfy.model_patcher
 import comfy.samplers
 
-from ..config import FASAConfig
-from ..kv_store import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
-from ..layers import resolve_layers
-from ..masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid
+from ..fasa.config import FASAConfig
+from ..fasa.record import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
+from ..fasa.layers import resolve_layers
+from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid
 from .checks import FreeCureConflict, check_attn1_conflicts, check_no_caching, check_same_weights, weights_identity
 from .patches import FasaRun
 from .probe import attn1_module, model_family, probe_sites
