@@ -151,8 +151,8 @@ class FluxRecord(FasaRecord):
             return self.entries[(eval_index, block)]
         except KeyError:
             raise ReplayMismatch(f"FreeCure FLUX: the stage-1 record has no keys for evaluation {eval_index} at "
-                                     f"{block[0]} block {block[1]}; record stage 1 with the same layers, steps and "
-                                     "sampler") from None
+                                 f"{block[0]} block {block[1]}; record stage 1 with the same layers, steps and "
+                                 "sampler") from None
 
     def check_compatible(self, *, blocks, sigmas, latent_shape, noise_id, latent_id, weights_id=None) -> None:
         """ReplayMismatch naming the first difference between this record and a stage-3 run."""
@@ -160,13 +160,13 @@ class FluxRecord(FasaRecord):
         missing = [b for b in blocks if b not in i.blocks]
         if missing:
             raise ReplayMismatch(f"FreeCure FLUX: stage 1 recorded {len(i.blocks)} blocks but FASA needs "
-                                     f"{missing[0][0]} block {missing[0][1]}; use the same layers in both samplers")
+                                 f"{missing[0][0]} block {missing[0][1]}; use the same layers in both samplers")
         if tuple(latent_shape) != tuple(i.latent_shape):
             raise ReplayMismatch(f"FreeCure FLUX: replay latent {tuple(latent_shape)} differs from the record's "
-                                     f"{tuple(i.latent_shape)}; use the same size and batch in stage 1 and stage 3")
+                                 f"{tuple(i.latent_shape)}; use the same size and batch in stage 1 and stage 3")
         if len(sigmas) != len(i.sigmas) or any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(sigmas, i.sigmas)):
             raise ReplayMismatch("FreeCure FLUX: the replay's sigmas differ from the record's; use the same steps, "
-                                     "scheduler and denoise in stage 1 and stage 3")
+                                 "scheduler and denoise in stage 1 and stage 3")
         if noise_id != i.noise_id:
             raise ReplayMismatch("FreeCure FLUX: the replay's noise differs from the record's; use the same seed")
         if latent_id != i.latent_id:
@@ -176,7 +176,7 @@ class FluxRecord(FasaRecord):
         """The replay's evaluation at `eval_index` must be at the sigma recorded there (same sampler)."""
         if eval_index >= len(self.eval_sigmas) or abs(self.eval_sigmas[eval_index] - sigma) > 1e-5 * max(1.0, sigma):
             raise ReplayMismatch(f"FreeCure FLUX: model evaluation {eval_index} is at sigma {sigma:.4g}, the record "
-                                     "has another; use the same sampler in stage 1 and stage 3")
+                                 "has another; use the same sampler in stage 1 and stage 3")
 
     def compacted_copy(self, masks: torch.Tensor) -> "FluxRecord":
         """A copy keeping only the image tokens inside `masks` (B, M) (the same for every row: one index set; the
