@@ -44,14 +44,14 @@ import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
 from timing import median_time, timed  # noqa: E402  (bench/timing.py)
-from freecure_core.attention import fasa_attention  # noqa: E402
+from freecure_core.fasa.attention import fasa_attention  # noqa: E402
 from freecure_core.comfy_bridge.apg import apg  # noqa: E402
 from freecure_core.comfy_bridge.probe import probe_sites  # noqa: E402
 from freecure_core.comfy_bridge.sampling import sample_foundation, sample_freecure  # noqa: E402
-from freecure_core.config import FASAConfig  # noqa: E402
-from freecure_core.kv_store import KVStore  # noqa: E402
-from freecure_core.layers import resolve_layers  # noqa: E402
-from freecure_core.masks import TokenMasks, downsampled_grid  # noqa: E402
+from freecure_core.fasa.config import FASAConfig  # noqa: E402
+from freecure_core.fasa.record import KVStore  # noqa: E402
+from freecure_core.fasa.layers import resolve_layers  # noqa: E402
+from freecure_core.fasa.masks import TokenMasks, downsampled_grid  # noqa: E402
 from support.tiny_models import init_weights_  # noqa: E402
 
 # ComfyUI's model_detection SD15 unet_config (what a real SD1.5 checkpoint is detected as).

@@ -35,7 +35,7 @@ def main(argv=None):
     import comfy.utils
     from support import tiny_flux
     from freecure_core.comfy_bridge import sampling as S
-    from freecure_core.config import FASAConfig
+    from freecure_core.fasa.config import FASAConfig
     comfy.utils.PROGRESS_BAR_ENABLED = False
     base_cfg = tiny_flux.unet_config
 

@@ -2,8 +2,8 @@
 sampler and guider, and the pair splitter. Declarations only; the work is in freecure_core."""
 from __future__ import annotations
 
-from ..freecure_core.config import FASAConfig
-from ..freecure_core.layers import PRESETS
+from ..freecure_core.fasa.config import FASAConfig
+from ..freecure_core.fasa.layers import PRESETS
 from ..freecure_core.comfy_bridge import sampling as engine
 from .spec import In, NodeSpec, Out
 

@@ -1,7 +1,7 @@
 """Refuse setups FreeCure cannot run correctly, with a message that names the fix."""
 from __future__ import annotations
 
-from ..layers import Site
+from ..fasa.layers import Site
 
 
 class FreeCureConflict(ValueError):

@@ -22,14 +22,14 @@ import torch
 import comfy.model_patcher
 import comfy.samplers
 
-from ..config import FASAConfig
-from ..flux_attention import flux_fasa
-from ..flux_layers import resolve_flux_layers
-from ..flux_record import FluxRecord, FluxRecordInfo, FluxReplayMismatch
-from ..layers import default_omega
-from ..masks import TokenMasks, check_mask_aspect, check_mask_batch
-from .checks import FreeCureConflict, check_no_caching, check_same_weights, weights_identity
-from .guiders import PairedLockstepSampling, PairedReplaySampling, branch_options, sigma_of, input_fingerprints
+from ..fasa.config import FASAConfig
+from ..fasa.flux import FluxRecord, FluxRecordInfo, flux_fasa, resolve_flux_layers, token_grid
+from ..fasa.layers import default_omega
+from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch
+from ..fasa.record import ReplayMismatch
+from .checks import FreeCureConflict, check_no_caching, weights_identity
+from .guiders import (FoundationSampling, PairedLockstepSampling, PairedReplaySampling, sigma_of,
+                      input_fingerprints)
 
 log = logging.getLogger("FreeCure")
 OVERRIDE = "optimized_attention_override"
@@ -61,12 +61,6 @@ def newer_hooks() -> tuple[str, ...]:
 def block_counts(model_patcher) -> tuple[int, int]:
     dm = model_patcher.model.diffusion_model
     return len(dm.double_blocks), len(dm.single_blocks)
-
-
-def token_grid(latent_shape, patch: int = 2) -> tuple[int, int]:
-    """FLUX's image-token grid for a latent (B, C, h, w): ceil(h / patch) x ceil(w / patch), row-major."""
-    h, w = latent_shape[-2:]
-    return (-(-int(h) // patch), -(-int(w) // patch))
 
 
 def _cond_rows(transformer_options: dict, batch: int) -> list[int]:
@@ -132,9 +126,9 @@ class FluxRun:
                 return out
             k_fd, v_fd = self.record.get(self.eval_index, block)
             if k_fd.shape[0] != len(rows) or k_fd.shape[2] != self.masks.shape[1]:
-                raise FluxReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
-                                         f"{k_fd.shape[2]} image tokens at {block[0]} block {block[1]}, this pass "
-                                         f"{len(rows)} x {self.masks.shape[1]}; use the same batch and size")
+                raise ReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
+                                     f"{k_fd.shape[2]} image tokens at {block[0]} block {block[1]}, this pass "
+                                     f"{len(rows)} x {self.masks.shape[1]}; use the same batch and size")
             idx = torch.tensor(rows, device=out.device)
             masks = self.masks.to(q.device)
             masks = masks if masks.shape[0] == len(rows) else masks[:1].expand(len(rows), -1)
@@ -164,6 +158,20 @@ class _FluxGuider(comfy.samplers.CFGGuider):
                 self.report["fasa_calls"] = self.run.fasa_calls
                 self.run = None
 
+    # the FLUX strategy of the paired (lockstep/replay) guiders
+    def begin_lockstep_eval(self, sigma: float) -> None:
+        self.run.begin_eval(sigma)
+        self.run.record.entries.clear()
+
+    def record_options(self, model_options: dict) -> dict:
+        return self.run.options(model_options, "record")
+
+    def consume_options(self, model_options: dict) -> dict:
+        return self.run.options(model_options, "consume")
+
+    def end_lockstep_eval(self) -> None:
+        self.run.record.entries.clear()
+
     def _fasa_run(self, fasa: FASAConfig, mode: str, record: FluxRecord, blocks) -> FluxRun:
         shape = self._inputs["latent_shape"]
         check_mask_batch(fasa.mask, shape[0])
@@ -184,7 +192,7 @@ def _blocks(model_patcher, layers: str):
     return resolve_flux_layers(layers, *block_counts(model_patcher))
 
 
-class FluxFoundationGuider(_FluxGuider):
+class FluxFoundationGuider(FoundationSampling, _FluxGuider):
     """Stage 1 for FLUX: the FD branch alone, recording FD image keys/values at the chosen blocks."""
 
     def __init__(self, model_fd, positive, negative, cfg: float, record: bool, layers: str, offload: bool = True):
@@ -209,12 +217,6 @@ class FluxFoundationGuider(_FluxGuider):
         return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
                                     disable_pbar, seed, latent_shapes=latent_shapes)
 
-    def sample(self, *args, **kwargs):
-        out = super().sample(*args, **kwargs)
-        if self.store is not None:
-            self.store.fd_samples = out.detach().to("cpu", copy=True)
-        return out
-
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         if self.run is not None:
             self.store.begin_eval(sigma_of(timestep))
@@ -226,17 +228,9 @@ class FluxFoundationGuider(_FluxGuider):
 class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
     """Stage 3 for FLUX, record/replay: PD alone; FD keys/values from the stage-1 record (any FD model)."""
 
-    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record: FluxRecord):
-        if not isinstance(record, FluxRecord):
-            raise FluxReplayMismatch("FreeCure FLUX: the kv input must come from FreeCure Foundation Sampler run on "
-                                     "a FLUX model with record on (this record is from an SD model or empty)")
-        check_no_caching(model_pd, "model_pd")
-        super().__init__(model_pd, cfg)
-        self.fasa, self.record = fasa, record
-        self.set_conds(positive, negative)
-
-    def recorded_fd_samples(self) -> torch.Tensor:
-        return self.record.fd_samples
+    record_type = FluxRecord
+    wrong_record = ("FreeCure FLUX: the kv input must come from FreeCure Foundation Sampler run on a FLUX model with "
+                    "record on (this record is from an SD model or empty)")
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None):
@@ -245,31 +239,16 @@ class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
         self.record.check_compatible(blocks=blocks, sigmas=[float(s) for s in sigmas.flatten().tolist()],
                                      latent_shape=i["latent_shape"], noise_id=i["noise_id"], latent_id=i["latent_id"])
         run = self._fasa_run(self.fasa, "replay", self.record, blocks)
-        compact = self.record.compacted(run.masks)
+        compact = self.record.compacted_copy(run.masks)
         run.record, run.masks = compact, run.masks[:, compact.kept]
         self.report["store_bytes"], self.report["compacted_bytes"] = self.record.nbytes(), compact.nbytes()
         self.run = run
         return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
                                     disable_pbar, seed, latent_shapes=latent_shapes)
 
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
-        sigma = sigma_of(timestep)
-        self.run.begin_eval(sigma)
-        self.record.check_eval(self.run.eval_index, sigma)
-        return super().predict_noise(x, timestep, self.run.options(model_options, "consume"), seed)
-
 
 class FluxLockstepGuider(PairedLockstepSampling, _FluxGuider):
     """Stage 3 for FLUX, lockstep: [PD rows; FD rows] from identical noise, FD evaluated first each step."""
-
-    def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
-        check_same_weights(model_pd, model_fd)
-        check_no_caching(model_pd, "model_pd")
-        check_no_caching(model_fd, "model_fd")
-        super().__init__(model_pd, cfg)
-        self.model_fd, self.fasa = model_fd, fasa
-        self.inner_set_conds({"positive": positive, "negative": negative,
-                              "fd_positive": fd_positive, "fd_negative": fd_negative})
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None):
@@ -280,19 +259,6 @@ class FluxLockstepGuider(PairedLockstepSampling, _FluxGuider):
         self.run = self._fasa_run(self.fasa, "lockstep", FluxRecord(info, offload=False, dtype=torch.float32), blocks)
         return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
                                     disable_pbar, seed, latent_shapes=latent_shapes)
-
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
-        b = x.shape[0] // 2
-        self.run.begin_eval(sigma_of(timestep))
-        self.run.record.entries.clear()
-        fd_opts = self.run.options(branch_options(model_options, self.model_fd), "record")
-        fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
-                                              self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
-        pd_opts = self.run.options(model_options, "consume")
-        pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
-                                              self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
-        self.run.record.entries.clear()
-        return torch.cat([pd, fd])
 
 
 def check_flux_fasa(fasa: FASAConfig) -> None:

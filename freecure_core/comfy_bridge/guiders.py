@@ -7,6 +7,10 @@
   instead of 6N), for any FD model, including ones with other LoRAs or object patches.
 Each runs the branches through ComfyUI's own `sampling_function`, so pre/post-CFG hooks of other
 nodes keep working, and keeps all FASA state in a FasaRun that lives for one `sample()` call.
+
+What the SD and FLUX guiders (flux.py) share lives in the mixins FoundationSampling, PairedLockstepSampling
+and PairedReplaySampling; each family's guider base supplies the small strategy they call
+(begin_lockstep_eval, record_options, consume_options, end_lockstep_eval).
 """
 from __future__ import annotations
 
@@ -17,10 +21,10 @@ import torch
 import comfy.model_patcher
 import comfy.samplers
 
-from ..config import FASAConfig
-from ..kv_store import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
-from ..layers import resolve_layers
-from ..masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid
+from ..fasa.config import FASAConfig
+from ..fasa.record import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
+from ..fasa.layers import resolve_layers
+from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid
 from .checks import FreeCureConflict, check_attn1_conflicts, check_no_caching, check_same_weights, weights_identity
 from .patches import FasaRun
 from .probe import attn1_module, model_family, probe_sites
@@ -43,11 +47,45 @@ def input_fingerprints(noise, latent_image) -> dict:
             "latent_shape": tuple(latent_image.shape)}
 
 
+class FoundationSampling:
+    """sample() of a stage-1 guider (mixed in before the family's guider base): the FD latent is kept on the record
+    made in `self.store` (None when recording is off)."""
+
+    def sample(self, *args, **kwargs):
+        out = super().sample(*args, **kwargs)
+        if self.store is not None:
+            self.store.fd_samples = out.detach().to("cpu", copy=True)
+        return out
+
+
 class PairedLockstepSampling:
-    """sample() of a lockstep guider (mixed in before the CFGGuider base): one sampler run over the paired batch
-    [PD rows; FD rows] from identical noise; returns that pair.
+    """A lockstep guider (mixed in before the family's guider base): one sampler run over the paired batch
+    [PD rows; FD rows] from identical noise, returning that pair; each model evaluation runs FD first (recording its
+    keys/values into the run) and then PD with FASA. The family's part is its strategy: begin_lockstep_eval,
+    record_options, consume_options, end_lockstep_eval.
 
     A per-image denoise mask needs no doubling: ComfyUI repeats masks cyclically over the batch."""
+
+    def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
+        check_same_weights(model_pd, model_fd)
+        check_no_caching(model_pd, "model_pd")
+        check_no_caching(model_fd, "model_fd")
+        super().__init__(model_pd, cfg)
+        self.model_fd, self.fasa = model_fd, fasa
+        self.inner_set_conds({"positive": positive, "negative": negative,
+                              "fd_positive": fd_positive, "fd_negative": fd_negative})
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        b = x.shape[0] // 2
+        self.begin_lockstep_eval(sigma_of(timestep))
+        fd_opts = self.record_options(branch_options(model_options, self.model_fd))
+        fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
+                                              self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
+        pd_opts = self.consume_options(model_options)
+        pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
+                                              self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
+        self.end_lockstep_eval()
+        return torch.cat([pd, fd])
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
@@ -59,11 +97,30 @@ class PairedLockstepSampling:
 
 
 class PairedReplaySampling:
-    """sample() of a replay guider (mixed in before the CFGGuider base): PD alone, returned with the FD rows
-    recorded by stage 1 as the pair [PD rows; FD rows], like the lockstep guider."""
+    """A replay guider (mixed in before the family's guider base): PD alone, with FD's keys/values from the stage-1
+    record (a `record_type`; anything else is refused with `wrong_record`), returned with the FD rows recorded by
+    stage 1 as the pair [PD rows; FD rows], like the lockstep guider. Each model evaluation is checked against the
+    record's sigma; the family's part is its strategy's consume_options."""
+
+    record_type: type
+    wrong_record: str
+
+    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record):
+        if not isinstance(record, self.record_type):
+            raise ReplayMismatch(self.wrong_record)
+        check_no_caching(model_pd, "model_pd")
+        super().__init__(model_pd, cfg)
+        self.fasa, self.record = fasa, record
+        self.set_conds(positive, negative)
 
     def recorded_fd_samples(self) -> torch.Tensor:
-        raise NotImplementedError
+        return self.record.fd_samples
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        sigma = sigma_of(timestep)
+        self.run.begin_eval(sigma)
+        self.record.check_eval(self.run.eval_index, sigma)
+        return super().predict_noise(x, timestep, self.consume_options(model_options), seed)
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
@@ -129,6 +186,19 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
     def uses_fasa(self) -> bool:
         return True
 
+    # the SD strategy of the paired (lockstep/replay) guiders
+    def begin_lockstep_eval(self, sigma: float) -> None:
+        self.run.begin_eval(sigma)
+
+    def record_options(self, model_options: dict) -> dict:
+        return self.run.with_record(model_options, "kv")
+
+    def consume_options(self, model_options: dict) -> dict:
+        return self.run.with_consume(model_options)
+
+    def end_lockstep_eval(self) -> None:
+        self.run.fd.clear()
+
     def make_run(self, family, sites, sigmas, device) -> FasaRun:
         raise NotImplementedError
 
@@ -150,7 +220,7 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
                        sigma_end=ms.percent_to_sigma(fasa.end_percent), **kw)
 
 
-class FoundationGuider(_FreeCureGuider):
+class FoundationGuider(FoundationSampling, _FreeCureGuider):
     """Stage 1: the FD branch alone; records FD attention inputs at the chosen layers when asked."""
 
     def __init__(self, model_fd, positive, negative, cfg: float, record_rows: tuple[str, ...] = (),
@@ -166,12 +236,6 @@ class FoundationGuider(_FreeCureGuider):
 
     def uses_fasa(self) -> bool:
         return bool(self.record_rows)
-
-    def sample(self, *args, **kwargs):
-        out = super().sample(*args, **kwargs)
-        if self.store is not None:
-            self.store.fd_samples = out.detach().to("cpu", copy=True)
-        return out
 
     def make_run(self, family, sites, sigmas, device):
         chosen = resolve_layers(self.layers, sites, family)
@@ -202,15 +266,6 @@ class FoundationGuider(_FreeCureGuider):
 class LockstepGuider(PairedLockstepSampling, _FreeCureGuider):
     """Stage 3, lockstep: one sampler run over [PD rows; FD rows] with identical starting noise."""
 
-    def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
-        check_same_weights(model_pd, model_fd)
-        check_no_caching(model_pd, "model_pd")
-        check_no_caching(model_fd, "model_fd")
-        super().__init__(model_pd, cfg)
-        self.model_fd, self.fasa = model_fd, fasa
-        self.inner_set_conds({"positive": positive, "negative": negative,
-                              "fd_positive": fd_positive, "fd_negative": fd_negative})
-
     def remember_inputs(self, noise, latent_image):
         half = latent_image.shape[0] // 2
         super().remember_inputs(noise[:half], latent_image[:half])
@@ -222,54 +277,28 @@ class LockstepGuider(PairedLockstepSampling, _FreeCureGuider):
         check_attn1_conflicts(self.model_fd, chosen, "model_fd")
         return run
 
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
-        b = x.shape[0] // 2
-        self.run.begin_eval(sigma_of(timestep))
-        fd_opts = self.run.with_record(branch_options(model_options, self.model_fd), "kv")
-        fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
-                                              self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
-        pd_opts = self.run.with_consume(model_options)
-        pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
-                                              self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
-        self.run.fd.clear()
-        return torch.cat([pd, fd])
-
 
 class ReplayGuider(PairedReplaySampling, _FreeCureGuider):
-    """Stage 3, record/replay: PD alone, FD keys/values replayed from the stage-1 record."""
+    """Stage 3, record/replay: PD alone, FD keys/values replayed from the stage-1 record (a KVStore)."""
 
-    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, store: KVStore):
-        if not isinstance(store, KVStore):
-            raise ReplayMismatch("FreeCure: the kv input must be the FREECURE_KV output of FreeCureFoundationSampler "
-                                 "with record turned on")
-        check_no_caching(model_pd, "model_pd")
-        super().__init__(model_pd, cfg)
-        self.fasa, self.store = fasa, store
-        self.set_conds(positive, negative)
-
-    def recorded_fd_samples(self) -> torch.Tensor:
-        return self.store.fd_samples
+    record_type = KVStore
+    wrong_record = ("FreeCure: the kv input must be the FREECURE_KV output of FreeCureFoundationSampler with record "
+                    "turned on")
 
     def make_run(self, family, sites, sigmas, device):
         run = self._fasa_run(self.fasa, family, sites, "replay")
         chosen = list(run.sites.values())
         check_attn1_conflicts(self.model_patcher, chosen, "model_pd")
         i = self._inputs
-        self.store.check_compatible(latent_shape=i["latent_shape"], sigmas=[float(s) for s in sigmas.flatten().tolist()],
-                                    noise_id=i["noise_id"], latent_id=i["latent_id"], site_keys=list(run.sites),
-                                    rows_needed=run.consume_rows(), weights_id=weights_identity(self.model_patcher),
-                                    family=family)
+        self.record.check_compatible(latent_shape=i["latent_shape"], sigmas=[float(s) for s in sigmas.flatten().tolist()],
+                                     noise_id=i["noise_id"], latent_id=i["latent_id"], site_keys=list(run.sites),
+                                     rows_needed=run.consume_rows(), weights_id=weights_identity(self.model_patcher),
+                                     family=family)
         latent_hw = i["latent_shape"][-2:]
         masks = {s.key: run.token_masks.at(downsampled_grid(latent_hw, s.level)) for s in chosen}
-        run.store = self.store.compacted_copy(masks)
-        self.report["store_bytes"] = self.store.nbytes()
+        run.store = self.record.compacted_copy(masks)
+        self.report["store_bytes"] = self.record.nbytes()
         self.report["compacted_bytes"] = run.store.nbytes()
-        if self.store.info.kind == "x":
+        if self.record.info.kind == "x":
             run.modules = {s.key: attn1_module(self.inner_model.diffusion_model, s) for s in chosen}
         return run
-
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
-        sigma = sigma_of(timestep)
-        self.run.begin_eval(sigma)
-        self.store.check_eval(self.run.eval_index, sigma)
-        return super().predict_noise(x, timestep, self.run.with_consume(model_options), seed)

@@ -15,7 +15,7 @@ import torch
 
 from ..identity.instantid_tokens import IdentityTokens, combine_embeddings, identity_tokens, layer_kv
 from ..identity.kps_image import draw_kps
-from ..layers import Site
+from ..fasa.layers import Site
 from .checks import FreeCureConflict, qualified_name
 from .patches import ROW_BY_INDEX, plain_attention
 from .probe import attn2_module, model_family, probe_sites

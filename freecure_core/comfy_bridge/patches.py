@@ -11,10 +11,10 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
 
-from ..attention import fasa_attention
-from ..kv_store import KVStore
-from ..layers import Site
-from ..masks import TokenMasks
+from ..fasa.attention import fasa_attention
+from ..fasa.record import KVStore
+from ..fasa.layers import Site
+from ..fasa.masks import TokenMasks
 
 # calc_cond_batch gives each chunk the index of its cond list: the guiders pass [positive, negative].
 ROW_BY_INDEX = {0: "cond", 1: "uncond"}

@@ -8,8 +8,8 @@ import torch
 import comfy.model_base as model_base
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ..layers import Site
-from ..masks import downsampled_grid
+from ..fasa.layers import Site
+from ..fasa.masks import downsampled_grid
 
 PROBE_LATENT_HW = (16, 24)  # non-square, so height and width levels cannot be confused
 

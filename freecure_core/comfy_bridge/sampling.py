@@ -9,8 +9,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..config import FASAConfig
-from ..kv_store import KVStore, NoRecord, ReplayMismatch
+from ..fasa.config import FASAConfig
+from ..fasa.record import KVStore, NoRecord, ReplayMismatch
 from . import flux
 from .guiders import FoundationGuider, LockstepGuider, ReplayGuider
 

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..masks import normalize_mask
+from ..fasa.masks import normalize_mask
 
 
 def labels_to_mask(labels: torch.Tensor, ids: Iterable[int]) -> torch.Tensor:

@@ -19,8 +19,8 @@ from support.tiny_flux import build_tiny_flux, flux_conditioning
 
 from freecure_core.comfy_bridge import flux as F
 from freecure_core.comfy_bridge import sampling as S
-from freecure_core.config import FASAConfig
-from freecure_core.flux_record import FluxReplayMismatch
+from freecure_core.fasa.config import FASAConfig
+from freecure_core.fasa.record import ReplayMismatch as FluxReplayMismatch
 
 H, W, STEPS = 8, 12, 3  # latent 8x12 -> 4x6 image tokens
 

@@ -13,7 +13,7 @@ from freecure_core.comfy_bridge import instantid as bridge  # noqa: E402
 from freecure_core.comfy_bridge import sampling as S  # noqa: E402
 from freecure_core.comfy_bridge.checks import FreeCureConflict  # noqa: E402
 from freecure_core.comfy_bridge.probe import attn2_module  # noqa: E402
-from freecure_core.config import FASAConfig  # noqa: E402
+from freecure_core.fasa.config import FASAConfig  # noqa: E402
 from freecure_core.identity.face_analysis import FaceAnalysis  # noqa: E402
 from freecure_core.identity.instantid_weights import instantid_from_state_dict  # noqa: E402
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import comfy.ldm.modules.attention as comfy_attention
-from freecure_core.config import FASAConfig
+from freecure_core.fasa.config import FASAConfig
 from freecure_core.comfy_bridge import sampling as S
-from freecure_core.kv_store import ReplayMismatch
-from freecure_core.masks import resample_mask
+from freecure_core.fasa.record import ReplayMismatch
+from freecure_core.fasa.masks import resample_mask
 
 SEED, STEPS, CFG = 3, 4, 5.0
 

@@ -4,7 +4,7 @@ import torch
 
 import comfy.model_base
 from freecure_core.comfy_bridge.probe import UnsupportedModel, attn1_module, model_family, probe_sites
-from freecure_core.layers import resolve_layers
+from freecure_core.fasa.layers import resolve_layers
 
 
 def test_sd15_sites_in_call_order(sd15):

@@ -7,10 +7,10 @@ import torch
 import comfy.model_management
 import comfy.patcher_extension
 from comfy_extras.nodes_easycache import EasyCacheNode
-from freecure_core.config import FASAConfig
+from freecure_core.fasa.config import FASAConfig
 from freecure_core.comfy_bridge import sampling as S
 from freecure_core.comfy_bridge.checks import FreeCureConflict
-from freecure_core.kv_store import ReplayMismatch
+from freecure_core.fasa.record import ReplayMismatch
 
 SEED, STEPS, CFG = 5, 3, 4.0
 

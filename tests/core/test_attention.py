@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from freecure_core import attention
-from freecure_core.attention import fasa_attention, plain_attention
+from freecure_core.fasa import attention
+from freecure_core.fasa.attention import fasa_attention, plain_attention
 
 
 def dense_fasa(q, k, v, k_fd, v_fd, key_mask, omega, heads):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from freecure_core.kv_store import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
+from freecure_core.fasa.record import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
 
 SITE = ("output", 1, 0)
 

@@ -1,7 +1,7 @@
 """Layer presets over probed site lists shaped like real SD1.5 and SDXL UNets."""
 import pytest
 
-from freecure_core.layers import Site, default_omega, parse_layer_spec, resolve_layers
+from freecure_core.fasa.layers import Site, default_omega, parse_layer_spec, resolve_layers
 
 
 def sites_from(blocks):

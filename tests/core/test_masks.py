@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from freecure_core.masks import (TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid,
+from freecure_core.fasa.masks import (TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid,
                                  resample_mask)
 
 

@@ -9,7 +9,7 @@ tests/e2e/test_soak.py, test_interrupts.py and test_concurrency.py. Nothing here
   guiders, FASA patch closures; every FreeCure function found in a live ModelPatcher's model_options, wrappers,
   callbacks, object patches or attachments; forward hooks and instance-level ``forward`` overrides on the modules of
   every live model; FreeCure functions put into ComfyUI's own modules (monkeypatches); the attn1/attn2 replace keys
-  of the loaded models; and the process's resident memory. It also lists the FreeCure kv_store modules it
+  of the loaded models; and the process's resident memory. It also lists the FreeCure record modules (fasa.record) it
   recognises, so a test can tell an empty count from a probe that cannot see FreeCure at all.
 * ``FreeCureE2EFaultyModel``: a clone of a MODEL whose ``optimized_attention_override`` (a ComfyUI transformer
   option) raises ``RuntimeError`` when called from inside FreeCure's FASA patch (the ``fasa_attn1`` closure of
@@ -53,7 +53,7 @@ def _is_freecure_module(mod) -> bool:
     """A module of the FreeCure pack (not of the test-only packs: zz_freecure_e2e*, freecure_e2e_support).
 
     ComfyUI names a custom node package by its path (``/.../custom_nodes/comfyui-freecure``, submodules
-    ``...comfyui-freecure.freecure_core.kv_store``), so only the last path component is looked at."""
+    ``...comfyui-freecure.freecure_core.fasa.record``), so only the last path component is looked at."""
     name = str(mod or "").replace(os.sep, "/").rsplit("/", 1)[-1].lower()
     return _FREECURE_WORD in name and "e2e" not in name
 
@@ -136,7 +136,7 @@ def _kind_of(t: type) -> str | None:
     if t.__name__ == "function":
         return "function"
     if _is_freecure_module(t.__module__):
-        for name, suffix in (("KVStore", "kv_store"), ("FasaRun", "patches"), ("FASAConfig", "config")):
+        for name, suffix in (("KVStore", "fasa.record"), ("FasaRun", "patches"), ("FASAConfig", "fasa.config")):
             if t.__name__ == name and str(t.__module__).endswith(suffix):
                 return name
         if t.__name__ in ("FoundationGuider", "LockstepGuider", "ReplayGuider"):
@@ -193,7 +193,7 @@ def probe_report(label: str = "") -> dict:
         loaded.append({"error": repr(e)})
 
     kv_modules = sorted(n for n, m in list(sys.modules.items())
-                        if m is not None and n.endswith("freecure_core.kv_store") and _is_freecure_module(n))
+                        if m is not None and n.endswith("freecure_core.fasa.record") and _is_freecure_module(n))
     report = {
         "label": label,
         "kv_store_modules": kv_modules,  # the probe recognises FreeCure's modules (else its counts mean nothing)

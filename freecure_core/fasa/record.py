@@ -1,11 +1,14 @@
-"""Record/replay store of foundation-branch (FD) self-attention inputs (ComfyUI type FREECURE_KV).
+"""Record/replay of foundation-branch (FD) attention features (ComfyUI type FREECURE_KV): one base, FasaRecord, for
+both model families, and the SD UNet record, KVStore (FLUX's is flux.FluxRecord).
 
-Stage 1 samples FD alone and records, at each FASA layer and each model evaluation, either the FD
-keys/values ("kv") or the attn1 input hidden states ("x", half the size; keys/values are recomputed
-from them with the layer's own projections). Stage 3 samples the personalized branch alone and
-replays them, so FD is never computed twice. Entries are keyed by (evaluation index, site key, row),
-where the evaluation index counts model evaluations of the sampler and is checked against the
-recorded sigma of that evaluation — never by counting attention calls.
+Stage 1 samples FD alone and records, at each FASA layer and each model evaluation, FD tensors; stage 3 samples the
+personalized branch alone and replays them, so FD is never computed twice. Entries are keyed by (evaluation index,
+site, ...), where the evaluation index counts model evaluations of the sampler and is checked against the recorded
+sigma of that evaluation — never by counting attention calls. A replay that does not match the record raises
+ReplayMismatch, naming the setting that differs.
+
+KVStore records, per (evaluation index, site key, row), either the FD keys/values ("kv") or the attn1 input hidden
+states ("x", half the size; keys/values are recomputed from them with the layer's own projections).
 """
 from __future__ import annotations
 
@@ -63,26 +66,41 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= SIGMA_RTOL * max(1.0, abs(a), abs(b))
 
 
-class KVStore:
-    """Recorded FD attention inputs for one foundation sampling run."""
+class FasaRecord:
+    """The base of both records (SD UNet: KVStore, FLUX: flux.FluxRecord): FD tensors of one foundation sampling run,
+    entries[(evaluation index, site, ...)] = tensors, the sigma of each model evaluation (a replay is checked against
+    it), whether the record was compacted to the in-mask tokens, and the FD latent of the run. A replay that does not
+    match raises ReplayMismatch."""
+
+    def __init__(self, eval_sigmas: list[float], offload: bool):
+        self.offload = offload
+        self.entries: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self.eval_sigmas = eval_sigmas
+        self.compacted = False
+        self.fd_samples: torch.Tensor | None = None  # the FD latent of the recorded run
+
+    def begin_eval(self, sigma: float) -> int:
+        """Register the next model evaluation of the recorded run; returns its index."""
+        self.eval_sigmas.append(float(sigma))
+        return len(self.eval_sigmas) - 1
+
+    def nbytes(self) -> int:
+        """Bytes held by the stored tensors."""
+        return sum(t.numel() * t.element_size() for ts in self.entries.values() for t in ts)
+
+
+class KVStore(FasaRecord):
+    """The SD UNet record: FD attention inputs ("x") or keys/values ("kv") per (evaluation index, site key, row)."""
 
     def __init__(self, info: RecordInfo, offload: bool = True):
         if info.kind not in KINDS:
             raise ValueError(f"FreeCure: unknown store kind {info.kind!r}; use one of {KINDS}")
+        super().__init__(info.eval_sigmas, offload)  # the same list: info.eval_sigmas stays the record's
         self.info = info
-        self.offload = offload
-        self.entries: dict[tuple[int, tuple, str], tuple[torch.Tensor, ...]] = {}
         # site key -> (B, M) key mask over the stored tokens (set by compaction), None = all tokens
         self.key_masks: dict[tuple, torch.Tensor] = {}
-        self.compacted = False
-        self.fd_samples: torch.Tensor | None = None  # the FD latent of the recorded run
 
     # ---------------------------------------------------------------- recording
-    def begin_eval(self, sigma: float) -> int:
-        """Register the next model evaluation of the recorded run; returns its index."""
-        self.info.eval_sigmas.append(float(sigma))
-        return len(self.info.eval_sigmas) - 1
-
     def put(self, eval_index: int, site_key: tuple, row: str, tensors: tuple[torch.Tensor, ...]) -> None:
         """Store the tensors of one site/row at one evaluation (the first chunk seen wins)."""
         key = (eval_index, tuple(site_key), row)
@@ -167,10 +185,6 @@ class KVStore:
                 continue
             out.entries[(ev, site_key, row)] = tuple(t.index_select(1, idx.to(t.device)) for t in tensors)
         return out
-
-    def nbytes(self) -> int:
-        """Bytes held by the stored tensors."""
-        return sum(t.numel() * t.element_size() for ts in self.entries.values() for t in ts)
 
     def __repr__(self) -> str:
         i = self.info

@@ -52,17 +52,25 @@ def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_extra: 
     qh = _split_heads(q.float(), heads)
     kh = _split_heads(torch.cat([k, k_extra], dim=1).float(), heads)
     vh = _split_heads(torch.cat([v, v_extra], dim=1).float(), heads)
+    return _merge_heads(attend(qh, kh, vh, k.shape[1], extra_bias, always_bias=False)).to(out_dtype)
+
+
+def attend(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, n_base: int, extra_bias: float, *,
+           always_bias: bool) -> torch.Tensor:
+    """The one FASA kernel (SD and FLUX rows): fp32 softmax attention in the head-split layout.
+
+    qh (B, H, N, D), kh, vh (B, H, L, D), all fp32; keys from position n_base on (the extra, foundation keys) get
+    +extra_bias on their logits. The bias is built when there are extra keys, or always with always_bias (FLUX's
+    image rows). Query rows go through SDPA in chunks of _QUERY_CHUNK. Returns (B, H, N, D) fp32."""
     bias = None
-    m = k_extra.shape[1]
-    if m:
-        bias = torch.zeros(kh.shape[2], dtype=torch.float32, device=q.device)
-        bias[k.shape[1]:] = float(extra_bias)
+    if always_bias or kh.shape[2] > n_base:
+        bias = torch.zeros(kh.shape[2], dtype=torch.float32, device=qh.device)
+        bias[n_base:] = float(extra_bias)
         bias = bias.view(1, 1, 1, -1)
     outs = []
     for start in range(0, qh.shape[2], _QUERY_CHUNK):
         outs.append(F.scaled_dot_product_attention(qh[:, :, start:start + _QUERY_CHUNK], kh, vh, attn_mask=bias))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-    return _merge_heads(out).to(out_dtype)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
 def _as_row_masks(key_mask: torch.Tensor, batch: int, m: int) -> torch.Tensor:

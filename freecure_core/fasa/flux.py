@@ -1,0 +1,191 @@
+"""What FASA needs to know about FLUX (method.md section 3.5), pure torch: the joint-attention row layout, the block
+presets and the image-token grid. The kernel is the SD one (``attention.attend``), the record the shared base
+(``record.FasaRecord``).
+
+Row layout. FLUX attends over one sequence [text tokens; image tokens] in both double- and single-stream blocks.
+FreeCure's rule for FLUX: the personalized branch's (PD) IMAGE queries attend to the PD keys (text and image) plus the
+foundation branch's (FD) image keys, restricted to the attribute mask and boosted by omega in log space; PD TEXT
+queries keep their plain attention (text-image interaction untouched, and they never see FD keys). FD keys are taken
+after RoPE from FD's own pass: FD and PD image tokens share the positional grid, so each FD key carries the position
+of the PD key at the same place. Layout: ComfyUI's FLUX attention layout (batch, heads, tokens, dim_head).
+
+Blocks. Named ("double", i) for FLUX's double-stream blocks (separate text and image weights) and ("single", j) for
+its single-stream blocks (one sequence), in call order. Presets:
+- ``reference``: every single-stream block — FLUX's later, appearance-forming part (chosen by measurement on a tiny
+  FLUX-shaped model, ``bench/bench_flux_presets.py``; see the README);
+- ``decoder``: the same as reference (the name SD users know for "the late layers");
+- ``all``: every block;
+- custom: ``double:0-18, single:10-37`` (ranges inclusive; ``double`` or ``single`` alone = all of that kind).
+
+Record. Stage 1 records FD image-token keys/values (after RoPE) per model evaluation and block, keyed explicitly by
+(evaluation index, block) — never by a call counter — plus what the run was (sigmas, latent shape, noise, weights)
+so a replay with other settings is refused by name.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .attention import attend
+from .record import FasaRecord, ReplayMismatch
+
+_ITEM = re.compile(r"^(double|single)(?::(\d+)(?:-(\d+))?)?$")
+
+
+def token_grid(latent_shape, patch: int = 2) -> tuple[int, int]:
+    """FLUX's image-token grid for a latent (B, C, h, w): ceil(h / patch) x ceil(w / patch), row-major."""
+    h, w = latent_shape[-2:]
+    return (-(-int(h) // patch), -(-int(w) // patch))
+
+
+def image_rows_attention(q_img: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_fd: torch.Tensor,
+                         v_fd: torch.Tensor, omega: float) -> torch.Tensor:
+    """Image queries over [PD keys | FD keys] with +omega on the FD logits, one softmax in fp32.
+
+    q_img (B, H, N, D); k, v (B, H, L, D) (PD text + image keys); k_fd, v_fd (B, H, M, D) (the FD image keys to add,
+    M >= 0). Returns (B, H, N, D) in q_img's dtype."""
+    if q_img.dim() != 4 or k.dim() != 4 or k_fd.dim() != 4:
+        raise ValueError(f"FreeCure FLUX FASA: tensors must be (batch, heads, tokens, dim); got q {tuple(q_img.shape)}, "
+                         f"k {tuple(k.shape)}, fd k {tuple(k_fd.shape)}")
+    if k_fd.shape[:2] != q_img.shape[:2] or k_fd.shape[-1] != q_img.shape[-1] or k_fd.shape != v_fd.shape:
+        raise ValueError(f"FreeCure FLUX FASA: foundation keys {tuple(k_fd.shape)} do not match the personalized "
+                         f"queries {tuple(q_img.shape)} (same batch, heads and head size required)")
+    if not math.isfinite(float(omega)):
+        raise ValueError(f"FreeCure FLUX FASA: omega must be finite, got {omega}")
+    kk = torch.cat([k, k_fd.to(k.dtype)], dim=2).float()
+    vv = torch.cat([v, v_fd.to(v.dtype)], dim=2).float()
+    return attend(q_img.float(), kk, vv, k.shape[2], omega, always_bias=True).to(q_img.dtype)
+
+
+def select_tokens(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """t (B, H, M, D) restricted to the tokens where keep (M,) is True."""
+    return t.index_select(2, keep.nonzero().squeeze(1).to(t.device))
+
+
+def flux_fasa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plain_out: torch.Tensor, n_txt: int,
+              k_fd_img: torch.Tensor, v_fd_img: torch.Tensor, key_mask: torch.Tensor, omega: float) -> torch.Tensor:
+    """The attention output (B, L, H*D) with FASA on the image query rows.
+
+    q, k, v (B, H, L, D), L = n_txt + image tokens (post-RoPE); plain_out (B, L, H*D) the plain attention output of
+    these q, k, v (ComfyUI's own kernel: text rows and rows whose mask is empty are returned from it unchanged);
+    k_fd_img, v_fd_img (B, H, M, D) FD image keys/values (all M image tokens, or already only the in-mask ones when
+    key_mask is all True); key_mask (B, M) or (M,) in {0, 1}."""
+    b, h, length, d = q.shape
+    m = k_fd_img.shape[2]
+    rows = key_mask if key_mask.dim() == 2 else key_mask[None]
+    if rows.dim() != 2 or rows.shape[1] != m or rows.shape[0] not in (1, b):
+        raise ValueError(f"FreeCure FLUX FASA: mask {tuple(key_mask.shape)} does not fit {b} rows x {m} FD image tokens")
+    rows = rows.to(q.device).expand(b, -1) > 0.5
+    out = plain_out.clone()
+    for i in range(b):
+        if not bool(rows[i].any()):
+            continue
+        sl = slice(i, i + 1)
+        img = image_rows_attention(q[sl, :, n_txt:], k[sl], v[sl], select_tokens(k_fd_img[sl], rows[i]),
+                                   select_tokens(v_fd_img[sl], rows[i]), omega)
+        out[sl, n_txt:] = img.transpose(1, 2).reshape(1, length - n_txt, h * d).to(out.dtype)
+    return out
+
+
+def all_blocks(n_double: int, n_single: int) -> list[tuple[str, int]]:
+    """Every block in call order."""
+    return [("double", i) for i in range(n_double)] + [("single", j) for j in range(n_single)]
+
+
+def resolve_flux_layers(spec: str, n_double: int, n_single: int) -> list[tuple[str, int]]:
+    """The blocks a layers setting names, in call order; ValueError naming a bad item or out-of-range index."""
+    spec = (spec or "").strip().lower()
+    if spec in ("reference", "decoder"):
+        return [("single", j) for j in range(n_single)]
+    if spec == "all":
+        return all_blocks(n_double, n_single)
+    chosen = set()
+    for raw in (s.strip() for s in spec.replace(";", ",").split(",")):
+        if not raw:
+            continue
+        m = _ITEM.match(raw.replace(" ", ""))
+        if not m:
+            raise ValueError(f"FreeCure FLUX: layer item {raw!r} is not 'double', 'single', 'double:3' or "
+                             f"'single:10-37' (this model has {n_double} double and {n_single} single blocks)")
+        kind, a, b = m.group(1), m.group(2), m.group(3)
+        count = n_double if kind == "double" else n_single
+        lo, hi = (0, count - 1) if a is None else (int(a), int(b) if b is not None else int(a))
+        if not 0 <= lo <= hi < count:
+            raise ValueError(f"FreeCure FLUX: {raw!r} is out of range: this model has {count} {kind} blocks "
+                             f"(0-{count - 1})")
+        chosen.update((kind, i) for i in range(lo, hi + 1))
+    if not chosen:
+        raise ValueError("FreeCure FLUX: no block chosen; use reference, all or e.g. 'single:10-37'")
+    return [b for b in all_blocks(n_double, n_single) if b in chosen]
+
+
+@dataclass(frozen=True)
+class FluxRecordInfo:
+    blocks: tuple          # (("double", i) | ("single", j), ...) recorded
+    sigmas: tuple
+    latent_shape: tuple
+    noise_id: str
+    latent_id: str
+    weights_id: str
+
+
+class FluxRecord(FasaRecord):
+    """The FLUX record: FD keys/values of the image tokens, entries[(eval_index, block)] = (k, v), each (B, H, M, D),
+    stored in `dtype` (float16 by default)."""
+
+    def __init__(self, info: FluxRecordInfo, offload: bool = True, dtype=torch.float16):
+        super().__init__([], offload)
+        self.info = info
+        self.dtype = dtype
+
+    def put(self, eval_index: int, block: tuple, k: torch.Tensor, v: torch.Tensor) -> None:
+        dev = "cpu" if self.offload else k.device
+        self.entries[(eval_index, block)] = (k.detach().to(dev, self.dtype, copy=True),
+                                             v.detach().to(dev, self.dtype, copy=True))
+
+    def get(self, eval_index: int, block: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self.entries[(eval_index, block)]
+        except KeyError:
+            raise ReplayMismatch(f"FreeCure FLUX: the stage-1 record has no keys for evaluation {eval_index} at "
+                                 f"{block[0]} block {block[1]}; record stage 1 with the same layers, steps and "
+                                 "sampler") from None
+
+    def check_compatible(self, *, blocks, sigmas, latent_shape, noise_id, latent_id, weights_id=None) -> None:
+        """ReplayMismatch naming the first difference between this record and a stage-3 run."""
+        i = self.info
+        missing = [b for b in blocks if b not in i.blocks]
+        if missing:
+            raise ReplayMismatch(f"FreeCure FLUX: stage 1 recorded {len(i.blocks)} blocks but FASA needs "
+                                 f"{missing[0][0]} block {missing[0][1]}; use the same layers in both samplers")
+        if tuple(latent_shape) != tuple(i.latent_shape):
+            raise ReplayMismatch(f"FreeCure FLUX: replay latent {tuple(latent_shape)} differs from the record's "
+                                 f"{tuple(i.latent_shape)}; use the same size and batch in stage 1 and stage 3")
+        if len(sigmas) != len(i.sigmas) or any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(sigmas, i.sigmas)):
+            raise ReplayMismatch("FreeCure FLUX: the replay's sigmas differ from the record's; use the same steps, "
+                                 "scheduler and denoise in stage 1 and stage 3")
+        if noise_id != i.noise_id:
+            raise ReplayMismatch("FreeCure FLUX: the replay's noise differs from the record's; use the same seed")
+        if latent_id != i.latent_id:
+            raise ReplayMismatch("FreeCure FLUX: the replay's input latent differs from the record's")
+
+    def check_eval(self, eval_index: int, sigma: float) -> None:
+        """The replay's evaluation at `eval_index` must be at the sigma recorded there (same sampler)."""
+        if eval_index >= len(self.eval_sigmas) or abs(self.eval_sigmas[eval_index] - sigma) > 1e-5 * max(1.0, sigma):
+            raise ReplayMismatch(f"FreeCure FLUX: model evaluation {eval_index} is at sigma {sigma:.4g}, the record "
+                                 "has another; use the same sampler in stage 1 and stage 3")
+
+    def compacted_copy(self, masks: torch.Tensor) -> "FluxRecord":
+        """A copy keeping only the image tokens inside `masks` (B, M) (the same for every row: one index set; the
+        kept token indices in `kept`)."""
+        keep = (masks > 0.5).any(0).nonzero().squeeze(1)
+        out = FluxRecord(self.info, self.offload, self.dtype)
+        out.compacted = True
+        out.eval_sigmas, out.fd_samples = list(self.eval_sigmas), self.fd_samples
+        out.entries = {key: (k.index_select(2, keep.to(k.device)), v.index_select(2, keep.to(v.device)))
+                       for key, (k, v) in self.entries.items()}
+        out.kept = keep
+        return out
