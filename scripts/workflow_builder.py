@@ -577,22 +577,31 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     note2 = g.note(STAGE2_NOTE, col=0, size=(340, 250))
     loader = g.add("FreeCureFaceParserLoader", PARSER, "auto", "auto", col=1)
     files2 = g.note("Stage 2 files (FreeCure never downloads them):\n" + PARSER_FILES, col=1, size=(340, 170))
-    parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=2)
-    g.connect(loader, "face_parser", parse, "face_parser")
-    g.connect(fd_decode, "IMAGE", parse, "image")
-    mask = g.add("FreeCureAttributeMask", mask_prompt, "", 0, 0.0, col=3, title="FreeCure Attribute Mask (stage 2)")
-    g.connect(parse, "face_parse", mask, "face_parse")
-    g.connect(fd_decode, "IMAGE", mask, "image")
-    mask_preview = g.add("PreviewImage", col=4, title="Attribute mask over the foundation image")
-    g.connect(mask, "preview", mask_preview, "images")
-    fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=5)
-    g.connect(mask, "mask", fasa, "mask")
-    g.connect(fasa, "fasa", pd, "fasa")
+    parse, mask, mask_preview, fasa = _stage2(g, 2, fd_decode, pd, mask_prompt, parser=loader)
     return {"latent": latent, "fd": fd, "fd_decode": fd_decode, "fd_preview": fd_preview, "pd": pd,
             "pd_decode": pd_decode, "result": result, "mask": mask, "fasa": fasa,
             "stage1": [latent, note1, fd, fd_decode, fd_preview],
             "stage2": [note2, loader, files2, parse, mask, mask_preview, fasa],
             "stage3": [note3, pd, pd_decode, result]}
+
+
+def _stage2(g: Graph, col: int, fd_decode: Node, pd: Node, mask_prompt: str, parser: Node | None = None):
+    """Stage 2 from column `col` on: Face Parse of the foundation image (its parser from `parser` when given), the
+    Attribute Mask and its preview, and the FASA Config feeding the FreeCure Sampler `pd`.  Returns those four."""
+    parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=col)
+    if parser is not None:
+        g.connect(parser, "face_parser", parse, "face_parser")
+    g.connect(fd_decode, "IMAGE", parse, "image")
+    mask = g.add("FreeCureAttributeMask", mask_prompt, "", 0, 0.0, col=col + 1,
+                 title="FreeCure Attribute Mask (stage 2)")
+    g.connect(parse, "face_parse", mask, "face_parse")
+    g.connect(fd_decode, "IMAGE", mask, "image")
+    mask_preview = g.add("PreviewImage", col=col + 2, title="Attribute mask over the foundation image")
+    g.connect(mask, "preview", mask_preview, "images")
+    fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=col + 3)
+    g.connect(mask, "mask", fasa, "mask")
+    g.connect(fasa, "fasa", pd, "fasa")
+    return parse, mask, mask_preview, fasa
 
 
 # ------------------------------------------------------------------------------------------ InstantID
@@ -984,16 +993,7 @@ def freecure_blueprint() -> dict:
 
     g.band()
     note2 = g.note(STAGE2_NOTE, col=0, size=(340, 250))
-    parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=1)
-    g.connect(fd_decode, "IMAGE", parse, "image")
-    mask = g.add("FreeCureAttributeMask", "", "", 0, 0.0, col=2, title="FreeCure Attribute Mask (stage 2)")
-    g.connect(parse, "face_parse", mask, "face_parse")
-    g.connect(fd_decode, "IMAGE", mask, "image")
-    mask_preview = g.add("PreviewImage", col=3, title="Attribute mask over the foundation image")
-    g.connect(mask, "preview", mask_preview, "images")
-    fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=4)
-    g.connect(mask, "mask", fasa, "mask")
-    g.connect(fasa, "fasa", pd, "fasa")
+    parse, mask, mask_preview, fasa = _stage2(g, 1, fd_decode, pd, "")
 
     for name, typ, targets in (
             ("model_pd", "MODEL", [(pd, "model_pd")]),
