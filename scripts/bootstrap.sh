@@ -72,6 +72,7 @@ PY
   rm -rf "$tmp"
 fi
 install_env "$VENV" "$COMFY" "$TORCH" ""
+echo "[bootstrap] ready: python=$VENV/bin/python comfyui=$COMFY"
 
 # ---------------------------------------------------------------------------------------------- ComfyUI snapshots
 mkdir -p "$ROOT/.matrix"
