@@ -565,8 +565,6 @@ def _check(server, case: Case, node_id: str, files: dict) -> None:
         case = Case(case.label, case.build,
                     Invalid(choice.input, "value_not_in_list") if refused
                     else Fails(choice.texts, choice.node_type, choice.prefix))
-        _check_answer(server, case, node_id, where, key, code, body)
-        return
     _check_answer(server, case, node_id, where, key, code, body)
 
 
