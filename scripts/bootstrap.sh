@@ -36,7 +36,7 @@ quiet() { grep -v '^WARNING: Location' || true; }
 install_env() {
   local venv=$1 comfy=$2 torch=$3 extra=$4 stamp
   stamp=$( { cat "$ROOT/scripts/bootstrap.sh" "$ROOT/requirements-dev.txt" "$ROOT/requirements.txt" \
-             "$comfy/requirements.txt"; echo "$torch $extra"; } | sha256sum | cut -c1-16)
+             "$ROOT/requirements-peers.txt" "$comfy/requirements.txt"; echo "$torch $extra"; } | sha256sum | cut -c1-16)
   if [[ -f "$venv/.freecure-stamp" && "$(cat "$venv/.freecure-stamp")" == "$stamp" ]]; then
     return
   fi
@@ -46,6 +46,8 @@ install_env() {
   grep -vE '^(torch|torchvision|torchaudio)([<>=~ ].*)?$' "$comfy/requirements.txt" > "$venv/comfy-req.txt"
   "$venv/bin/pip" install -q $torch -r "$venv/comfy-req.txt" -r "$ROOT/requirements.txt" \
     -r "$ROOT/requirements-dev.txt" 2>&1 | quiet
+  # the peer packs' own imports, pinned, without dependency resolution (see requirements-peers.txt)
+  "$venv/bin/pip" install -q --no-deps -r "$ROOT/requirements-peers.txt" 2>&1 | quiet
   "$venv/bin/python" -c "import torch" >/dev/null 2>&1 || { echo "[bootstrap] $venv: torch does not import"; exit 1; }
   echo "$stamp" > "$venv/.freecure-stamp"
 }
@@ -105,6 +107,29 @@ for tarball in "${snapshots[@]}"; do
   install_env "$dir/venv" "$dir/ComfyUI" "$torch" "$sum"
   printf '%s\t%s\t%s\n' "$(comfy_version "$dir/ComfyUI")" "$dir/venv/bin/python" "$dir/ComfyUI" >> "$ENVS"
   echo "[bootstrap] ready: python=$dir/venv/bin/python comfyui=$dir/ComfyUI"
+done
+
+# ---------------------------------------------------------------------------------------------- peer packs
+# The identity packs users combine with FreeCure, unmodified (../shared/peers/*.tar.gz, or $FREECURE_PEERS), unpacked
+# into .peers/<pack>/ for tests/e2e/test_peer_packs.py, which links the ones each test server needs into its own
+# custom_nodes folder (the two PuLID-FLUX ports register the same node names, so never both in one server).
+PEERS=${FREECURE_PEERS:-$ROOT/../shared/peers}
+shopt -s nullglob
+peer_archives=("$PEERS"/*.tar.gz)
+shopt -u nullglob
+if [[ ${#peer_archives[@]} -eq 0 ]]; then
+  echo "[bootstrap] no peer pack archives in $PEERS: the peer-pack tests will be skipped"
+fi
+for archive in "${peer_archives[@]}"; do
+  name=$(basename "$archive" .tar.gz)
+  sum=$(sha256sum "$archive" | cut -c1-16)
+  if [[ ! -d "$ROOT/.peers/$name" || "$(cat "$ROOT/.peers/.$name.sha" 2>/dev/null)" != "$sum" ]]; then
+    echo "[bootstrap] unpacking peer pack $name into .peers/"
+    mkdir -p "$ROOT/.peers"
+    rm -rf "$ROOT/.peers/$name"
+    tar -xzf "$archive" -C "$ROOT/.peers"
+    echo "$sum" > "$ROOT/.peers/.$name.sha"
+  fi
 done
 
 # Chromium for the browser test (tests/e2e/test_browser.py, driven by playwright from requirements-dev.txt): Debian's
