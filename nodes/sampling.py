@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..freecure_core.fasa.config import FASAConfig
 from ..freecure_core.fasa.layers import PRESETS
 from ..freecure_core.comfy_bridge import sampling as engine
-from .spec import In, NodeSpec, Out
+from .spec import In, NodeSpec, Out, WithUI
 
 CATEGORY = "FreeCure/sampling"
 LAYER_CHOICES = list(PRESETS) + ["custom"]
@@ -117,9 +117,9 @@ def _pair_inputs() -> list[In]:
 
 def _freecure(model_pd, seed, steps, cfg, sampler_name, scheduler, model_fd, positive, negative, fd_positive,
               fd_negative, latent_image, denoise, fasa, kv=None):
-    pd, fd, _ = engine.sample_freecure(model_pd, model_fd, positive, negative, fd_positive, fd_negative, latent_image,
-                                       seed, steps, cfg, sampler_name, scheduler, denoise, fasa, kv)
-    return pd, fd
+    pd, fd, report = engine.sample_freecure(model_pd, model_fd, positive, negative, fd_positive, fd_negative,
+                                            latent_image, seed, steps, cfg, sampler_name, scheduler, denoise, fasa, kv)
+    return WithUI((pd, fd), {"text": [engine.describe(report)]})
 
 
 KV_INPUT = In("FREECURE_KV", "kv", "Optional record from FreeCure Foundation Sampler: replay it (faster: the "
@@ -128,7 +128,8 @@ KV_INPUT = In("FREECURE_KV", "kv", "Optional record from FreeCure Foundation Sam
 FREECURE_SAMPLER = NodeSpec(
     node_id="FreeCureSampler", display_name="FreeCure Sampler", category=CATEGORY,
     description="Stage 3: samples the identity branch with foundation-aware self-attention, from the same noise as "
-                "the foundation branch.",
+                "the foundation branch. Shows what FASA did (mode, layers hit, places acted vs expected, mask "
+                "coverage, seconds) and stops with an error when a non-empty mask got no FASA.",
     inputs=_ksampler_inputs("model_pd", "The personalized model (with the identity adapter).") + _pair_inputs() + [
         In("LATENT", "latent_image", "The same latent as the foundation sampler's."),
         In("FLOAT", "denoise", "Denoise strength.", default=1.0, min=0.0, max=1.0, step=0.01),
@@ -140,21 +141,23 @@ FREECURE_SAMPLER = NodeSpec(
     run=_freecure)
 
 
-def _guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv=None):
-    return (engine.make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv),)
+def _guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv=None, node_id=None):
+    return (engine.make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv,
+                               report_to=node_id),)
 
 
 FREECURE_GUIDER = NodeSpec(
     node_id="FreeCureGuider", display_name="FreeCure Guider", category=CATEGORY,
     description="GUIDER for SamplerCustomAdvanced: FreeCure with any sampler, sigmas and noise. Its output is the "
-                "pair [identity rows; foundation rows]; split it with FreeCure Split Pair.",
+                "pair [identity rows; foundation rows]; split it with FreeCure Split Pair. After each run this node "
+                "shows what FASA did (layers, places acted vs expected, mask coverage, seconds).",
     inputs=[In("MODEL", "model_pd", "The personalized model (with the identity adapter).")] + _pair_inputs() + [
         In("FLOAT", "cfg", "Classifier-free guidance scale.", default=8.0, min=0.0, max=100.0, step=0.1),
         In("FREECURE_FASA", "fasa", "FASA settings from FreeCure FASA Config."),
         KV_INPUT,
     ],
     outputs=[Out("GUIDER", "guider", "Connect to SamplerCustomAdvanced.")],
-    run=_guider)
+    run=_guider, wants_node_id=True)
 
 
 SPLIT_PAIR = NodeSpec(

@@ -48,6 +48,7 @@ class NodeSpec:
     outputs: list[Out]
     run: Callable[..., tuple]
     extra: dict = field(default_factory=dict)
+    wants_node_id: bool = False  # run gets node_id= (ComfyUI's hidden UNIQUE_ID: where the node shows its text)
 
 
 def _options(i: In) -> list:
@@ -88,7 +89,10 @@ def to_v1(spec: NodeSpec) -> type:
     def input_types(cls):
         req = {i.name: _v1_input(i) for i in spec.inputs if not i.optional}
         opt = {i.name: _v1_input(i) for i in spec.inputs if i.optional}
-        return {"required": req, "optional": opt} if opt else {"required": req}
+        types = {"required": req, "optional": opt} if opt else {"required": req}
+        if spec.wants_node_id:
+            types["hidden"] = {"node_id": "UNIQUE_ID"}
+        return types
 
     def execute(self, **kwargs):
         check_choices(spec, kwargs)
@@ -140,13 +144,16 @@ def to_v3(spec: NodeSpec, io) -> type:
         return t.Input(i.name, **kw)
 
     def define_schema(cls):
+        extra = {"hidden": [io.Hidden.unique_id]} if spec.wants_node_id else {}
         return io.Schema(node_id=spec.node_id, display_name=spec.display_name, category=spec.category,
                          description=spec.description, inputs=[make_input(i) for i in spec.inputs],
                          outputs=[io_type(o.kind).Output(o.name, display_name=o.name, tooltip=o.tooltip)
-                                  for o in spec.outputs])
+                                  for o in spec.outputs], **extra)
 
     def execute(cls, **kwargs):
         check_choices(spec, kwargs)
+        if spec.wants_node_id:
+            kwargs["node_id"] = cls.hidden.unique_id if cls.hidden is not None else None
         result = spec.run(**kwargs)
         if isinstance(result, WithUI):
             return io.NodeOutput(*result.outputs, ui=result.ui)

@@ -8,6 +8,9 @@ nothing is patched on the incoming model.
 """
 from __future__ import annotations
 
+import logging
+import time
+
 import torch
 
 import comfy.model_management
@@ -17,6 +20,9 @@ import latent_preview
 
 from ..apg.schedule import FLOW, invert, inverted_steps, split_schedule, state_form
 from .sampling import latent_like, prepare_sampling
+
+log = logging.getLogger("FreeCure")
+
 
 def _same_value(a, b) -> bool:
     if a is b:
@@ -90,6 +96,7 @@ def apg(model_fd, latent: dict, template_pos, attribute_pos, negative, seed: int
     if not force and same_conditioning(template_pos, attribute_pos):
         return _pass_through(latent, report, "APG skipped: the template and attribute prompts are identical (no "
                                              "expression words); the image passes through")
+    t0 = time.perf_counter()
     latent_image, _, noise_mask, sigmas, sampler = prepare_sampling(model_fd, latent, seed, steps, sampler_name,
                                                                     scheduler, 1.0)
     up, down = split_schedule(sigmas.cpu(), gamma)
@@ -113,9 +120,11 @@ def apg(model_fd, latent: dict, template_pos, attribute_pos, negative, seed: int
                                  callback=second, disable_pbar=disable, seed=seed)
 
     device = comfy.model_management.intermediate_device()
-    report.update(ran=True, inverted=latent_like(latent, inverted.to(device)),
+    seconds = time.perf_counter() - t0
+    report.update(ran=True, inverted=latent_like(latent, inverted.to(device)), seconds=seconds,
                   message=f"APG: inverted {k} of {steps} steps (gamma {gamma}, up to sigma {float(up[-1]):.4g}) "
-                          f"with the template, regenerated them with the attribute prompt")
+                          f"with the template, regenerated them with the attribute prompt; {seconds:.1f} s")
+    log.info("FreeCure: %s", report["message"])
     return latent_like(latent, samples.to(device)), report
 
 

@@ -2,10 +2,19 @@
 ``transformer_options["optimized_attention_override"]``: ComfyUI's FLUX attention (comfy.ldm.flux.math.attention)
 applies RoPE and then calls optimized_attention, which hands (func, q, k, v, heads, skip_reshape=True, mask=...,
 transformer_options=...) to the override; q/k/v are (B, H, L, D) with L = [text; image] tokens, and
-transformer_options carries block_type ("double"/"single"), block_index, sigmas and cond_or_uncond. A ``post_input``
-patch notes how many text and image tokens the forward has. Any override already on the model is chained (called
-for every attention this one does not change). Newer ComfyUI versions with pre-attention patches for FLUX
-(``attn1_patch`` with ``img_slice``) are detected by ``newer_hooks`` and reported; this path does not need them.
+transformer_options carries block_type ("double"/"single"), block_index, sigmas and cond_or_uncond. Any override
+already on the model is chained (called for every attention this one does not change). Newer ComfyUI versions with
+pre-attention patches for FLUX (``attn1_patch`` with ``img_slice``) are detected by ``newer_hooks`` and reported;
+this path does not need them.
+
+Nodes that replace the model's ``forward_orig`` with their own block loop (the lldacing PuLID-FLUX port does, for
+the length of each sampling run) call the blocks without ``transformer_options``, so the override would never be
+reached. For one sampling run, and only on that model's own blocks, ``FluxRun.hooks`` adds forward pre-hooks: the
+model's forward hands over the call's transformer_options, each double block notes the text-token count, and a
+chosen block called without this run's override gets the call's transformer_options with its block type and index.
+Under stock ComfyUI the blocks already carry them and the hooks change nothing. A replaced ``forward_orig`` that
+cannot even take the arguments ComfyUI passes (the balazik PuLID-FLUX port) is refused by name
+(``check_forward_orig``).
 
 Modes, as for SD models: stage 1 records FD's image keys/values (post-RoPE) at the chosen blocks for every model
 evaluation (``FluxFoundationGuider``); stage 3 replays them (``FluxReplayGuider``) or runs FD alongside
@@ -15,6 +24,7 @@ rows keep plain attention (uncond_blend is not offered for FLUX). All state live
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 
 import torch
@@ -22,13 +32,14 @@ import torch
 import comfy.model_patcher
 import comfy.samplers
 
+from ..fasa.accounting import FasaAccount
 from ..fasa.config import FASAConfig
 from ..fasa.flux import FluxRecord, FluxRecordInfo, flux_fasa, resolve_flux_layers, token_grid
 from ..fasa.layers import default_omega
 from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch
 from ..fasa.record import ReplayMismatch
 from .checks import FreeCureConflict, check_no_caching, weights_identity
-from .guiders import (FoundationSampling, PairedLockstepSampling, PairedReplaySampling, sigma_of,
+from .guiders import (FasaReporting, FoundationSampling, PairedLockstepSampling, PairedReplaySampling, sigma_of,
                       input_fingerprints)
 
 log = logging.getLogger("FreeCure")
@@ -63,6 +74,31 @@ def block_counts(model_patcher) -> tuple[int, int]:
     return len(dm.double_blocks), len(dm.single_blocks)
 
 
+def check_forward_orig(model_patcher, name: str) -> None:
+    """FreeCureConflict when another node left this FLUX model a replaced ``forward_orig`` that cannot take the
+    ``transformer_options`` ComfyUI passes to it (the balazik PuLID-FLUX port's Apply node does): sampling would
+    fail with a TypeError from inside that node's code."""
+    dm = model_patcher.model.diffusion_model
+    replaced = dm.__dict__.get("forward_orig")
+    if replaced is None:
+        return
+    try:
+        params = inspect.signature(replaced).parameters
+    except (TypeError, ValueError):
+        return
+    if "transformer_options" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    fn = getattr(replaced, "__func__", replaced)
+    where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+    port = (" This is what balazik/ComfyUI-PuLID-Flux's 'Apply PuLID Flux' leaves on the model; that port cannot "
+            "sample on this ComfyUI at all, with or without FreeCure. Use lldacing/ComfyUI_PuLID_Flux_ll (which works "
+            "with FreeCure) instead,") if "pulid" in where.lower() else " Remove that node,"
+    raise FreeCureConflict(
+        f"FreeCure FLUX: {name}'s forward_orig was replaced by {where}, which does not accept the transformer_options "
+        f"argument this ComfyUI passes, so sampling would fail inside it.{port} and reload the checkpoint (the "
+        f"replacement stays on the loaded model).")
+
+
 def _cond_rows(transformer_options: dict, batch: int) -> list[int]:
     """Batch rows holding conditional (0) chunks, from ComfyUI's cond_or_uncond list."""
     chunks = transformer_options.get("cond_or_uncond") or [0]
@@ -77,15 +113,53 @@ class FluxRun:
                  sigma_start: float = float("inf"), sigma_end: float = 0.0):
         self.blocks, self.mode, self.record = set(blocks), mode, record
         self.omega, self.masks = float(omega), masks
+        self.mask_any = masks is not None and bool((masks > 0.5).any())  # once per run: no FASA at all when False
         self.sigma_start, self.sigma_end = sigma_start, sigma_end
         self.eval_index = -1
         self.sigma = None
         self.n_txt = None
         self.fasa_calls = 0
+        self.account: FasaAccount | None = None  # set for stage 3: where FASA acted vs should have
+        self._call_options: dict | None = None  # the transformer_options of the model call in progress
 
     def begin_eval(self, sigma: float) -> None:
         self.eval_index += 1
         self.sigma = float(sigma)
+        if self.account is not None:
+            self.account.begin_eval(self.in_window())
+
+    def hooks(self, diffusion_model) -> list:
+        """Forward pre-hooks on this model's forward and blocks that keep FASA reachable when another node's
+        replaced forward_orig calls the blocks without transformer_options (see the module docstring); returns the
+        handles, to be removed when the run ends."""
+        handles = [diffusion_model.register_forward_pre_hook(self._model_call, with_kwargs=True)]
+        for kind, blocks in (("double", diffusion_model.double_blocks), ("single", diffusion_model.single_blocks)):
+            for i, block in enumerate(blocks):
+                if kind == "double" or (kind, i) in self.blocks:
+                    handles.append(block.register_forward_pre_hook(self._block_hook(kind, i), with_kwargs=True))
+        return handles
+
+    def _model_call(self, module, args, kwargs):
+        to = kwargs.get("transformer_options")
+        self._call_options = to if isinstance(to, dict) else None
+        return None
+
+    def _block_hook(self, kind: str, index: int):
+        chosen = (kind, index) in self.blocks
+
+        def pre_hook(module, args, kwargs):
+            if kind == "double":
+                txt = kwargs.get("txt", args[1] if len(args) > 1 else None)
+                if txt is not None:
+                    self.n_txt = int(txt.shape[1])
+            if not chosen or self._call_options is None:
+                return None
+            to = kwargs.get("transformer_options")
+            if isinstance(to, dict) and getattr(to.get(OVERRIDE), "freecure_run", None) is self:
+                return None  # ComfyUI's own loop: the block already has the run's override
+            to = dict(self._call_options, block_type=kind, block_index=index)
+            return args, dict(kwargs, transformer_options=to)
+        return pre_hook
 
     def in_window(self) -> bool:
         return self.sigma_end - 1e-9 <= self.sigma <= self.sigma_start + 1e-9
@@ -122,7 +196,7 @@ class FluxRun:
             if role == "record":
                 self.record.put(self.eval_index, block, k[rows, :, n_txt:], v[rows, :, n_txt:])
                 return out
-            if not self.in_window():
+            if not self.in_window() or not self.mask_any:
                 return out
             k_fd, v_fd = self.record.get(self.eval_index, block)
             if k_fd.shape[0] != len(rows) or k_fd.shape[2] != self.masks.shape[1]:
@@ -137,11 +211,16 @@ class FluxRun:
             out = out.clone()
             out[idx] = fasa
             self.fasa_calls += 1
+            if self.account is not None:
+                self.account.hit(f"{block[0]}:{block[1]}")
             return out
+        freecure_flux_attention.freecure_run = self
         return freecure_flux_attention
 
 
 class _FluxGuider(comfy.samplers.CFGGuider):
+    family_name = "FLUX"
+
     def __init__(self, model_patcher, cfg: float):
         super().__init__(model_patcher)
         self.set_cfg(cfg)
@@ -156,7 +235,20 @@ class _FluxGuider(comfy.samplers.CFGGuider):
         finally:
             if self.run is not None:
                 self.report["fasa_calls"] = self.run.fasa_calls
+                self._account = self.run.account
                 self.run = None
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                     latent_shapes=None):
+        # runs inside other nodes' OUTER_SAMPLE wrappers, i.e. after a port has swapped forward_orig for this run
+        check_forward_orig(self.model_patcher, "the FLUX model")
+        handles = self.run.hooks(self.model_patcher.model.diffusion_model) if self.run is not None else []
+        try:
+            return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                        disable_pbar, seed, latent_shapes=latent_shapes)
+        finally:
+            for h in handles:
+                h.remove()
 
     # the FLUX strategy of the paired (lockstep/replay) guiders
     def begin_lockstep_eval(self, sigma: float) -> None:
@@ -184,8 +276,11 @@ class _FluxGuider(comfy.samplers.CFGGuider):
         if fasa.mask_is_empty():
             self.report["note"] = "the FASA mask is empty: sampling without FASA"
             log.warning("FreeCure FLUX: the FASA mask is empty, so this run samples without FASA.")
-        return FluxRun(blocks, mode, record, omega=omega, masks=masks,
-                       sigma_start=ms.percent_to_sigma(fasa.start_percent), sigma_end=ms.percent_to_sigma(fasa.end_percent))
+        run = FluxRun(blocks, mode, record, omega=omega, masks=masks, sigma_start=ms.percent_to_sigma(fasa.start_percent),
+                      sigma_end=ms.percent_to_sigma(fasa.end_percent))
+        share = float(masks.mean())
+        run.account = FasaAccount(mode, {f"{b[0]}:{b[1]}": share for b in blocks})
+        return run
 
 
 def _blocks(model_patcher, layers: str):
@@ -225,7 +320,7 @@ class FluxFoundationGuider(FoundationSampling, _FluxGuider):
         return super().predict_noise(x, timestep, model_options, seed)
 
 
-class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
+class FluxReplayGuider(FasaReporting, PairedReplaySampling, _FluxGuider):
     """Stage 3 for FLUX, record/replay: PD alone; FD keys/values from the stage-1 record (any FD model)."""
 
     record_type = FluxRecord
@@ -247,7 +342,7 @@ class FluxReplayGuider(PairedReplaySampling, _FluxGuider):
                                     disable_pbar, seed, latent_shapes=latent_shapes)
 
 
-class FluxLockstepGuider(PairedLockstepSampling, _FluxGuider):
+class FluxLockstepGuider(FasaReporting, PairedLockstepSampling, _FluxGuider):
     """Stage 3 for FLUX, lockstep: [PD rows; FD rows] from identical noise, FD evaluated first each step."""
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,

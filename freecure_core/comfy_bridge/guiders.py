@@ -15,12 +15,14 @@ and PairedReplaySampling; each family's guider base supplies the small strategy 
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
 import comfy.model_patcher
 import comfy.samplers
 
+from ..fasa.accounting import FasaAccount, FasaNotActing, describe
 from ..fasa.config import FASAConfig
 from ..fasa.record import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
 from ..fasa.layers import resolve_layers
@@ -45,6 +47,63 @@ def input_fingerprints(noise, latent_image) -> dict:
     """Fingerprints of what a run samples (checked by record/replay): noise and latent content, latent shape."""
     return {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
             "latent_shape": tuple(latent_image.shape)}
+
+
+def not_acting_error(problem: str, family: str) -> FasaNotActing:
+    """The error for a run whose non-empty mask got (almost) no FASA: what happened and the likely causes."""
+    return FasaNotActing(
+        f"FreeCure: the FASA mask is not empty, but {problem}, so this would be a plain sample. Likely causes: "
+        f"another node replaced this {family} model's forward or its attention (e.g. a PuLID-FLUX port, a node that "
+        f"swaps the attention function); a cache node (TeaCache, First Block Cache, DeepCache) skipping the blocks; "
+        f"or a model FreeCure does not handle. Sample model_pd without that node, or give an empty mask to sample "
+        f"without FASA on purpose.")
+
+
+class FasaReporting:
+    """Per-run FASA accounting of a stage-3 guider (mixed in before the family's guider base, which sets
+    `self.run` with an `account` and `self.report`): after each model evaluation it refuses a run whose first
+    in-window evaluation reached no layer; after sampling it refuses one that acted at too few places, and otherwise
+    puts the account, the seconds and a one-line text (`report["text"]`) into the report and the log."""
+
+    family_name = "diffusion"
+    report_node: str | None = None  # a node id to show the account on (FreeCure Guider's own node)
+
+    def check_fasa_after_eval(self) -> None:
+        account = getattr(self.run, "account", None)
+        problem = account.first_eval_problem() if account is not None else None
+        if problem:
+            raise not_acting_error(problem, self.family_name)
+
+    def sample(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        self.report.pop("text", None)
+        self._account = None
+        out = super().sample(*args, **kwargs)
+        account = self._account
+        if account is not None:
+            problem = account.final_problem()
+            if problem:
+                raise not_acting_error(problem, self.family_name)
+            seconds = time.perf_counter() - t0
+            summary = account.summary()
+            self.report.update(summary, seconds=seconds)
+            self.report["text"] = describe(summary, seconds)
+            log.info("FreeCure: %s", self.report["text"])
+            if self.report_node is not None:
+                show_node_text(self.report_node, self.report["text"])
+        return out
+
+
+def show_node_text(node_id: str, text: str) -> None:
+    """Show `text` on node `node_id` in the ComfyUI frontend (its progress text), when a server is running."""
+    try:
+        from server import PromptServer
+        instance = PromptServer.instance
+    except (ImportError, AttributeError):
+        return
+    send = getattr(instance, "send_progress_text", None)
+    if send is not None:
+        send(text, node_id, getattr(instance, "client_id", None))  # to the client that queued the prompt
 
 
 class FoundationSampling:
@@ -85,6 +144,7 @@ class PairedLockstepSampling:
         pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
                                               self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
         self.end_lockstep_eval()
+        self.check_fasa_after_eval()
         return torch.cat([pd, fd])
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
@@ -120,7 +180,9 @@ class PairedReplaySampling:
         sigma = sigma_of(timestep)
         self.run.begin_eval(sigma)
         self.record.check_eval(self.run.eval_index, sigma)
-        return super().predict_noise(x, timestep, self.consume_options(model_options), seed)
+        out = super().predict_noise(x, timestep, self.consume_options(model_options), seed)
+        self.check_fasa_after_eval()
+        return out
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
@@ -163,6 +225,7 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
         finally:
             if self.run is not None:
                 self.report["fasa_calls"] = self.run.fasa_calls
+                self._account = self.run.account
                 self.run.end()
                 self.run = None
 
@@ -214,10 +277,14 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
             self.report["note"] = "the FASA mask is empty: sampling without FASA"
             log.warning("FreeCure: the FASA mask is empty, so this run samples without FASA (plain attention). "
                         "Check the attribute mask (prompt words, parser, detector).")
-        return FasaRun(chosen, mode, omega=omega, uncond_blend=fasa.uncond_blend,
-                       token_masks=TokenMasks(fasa.mask, fasa.mask_resample),
-                       sigma_start=ms.percent_to_sigma(fasa.start_percent),
-                       sigma_end=ms.percent_to_sigma(fasa.end_percent), **kw)
+        token_masks = TokenMasks(fasa.mask, fasa.mask_resample)
+        run = FasaRun(chosen, mode, omega=omega, uncond_blend=fasa.uncond_blend, token_masks=token_masks,
+                      sigma_start=ms.percent_to_sigma(fasa.start_percent),
+                      sigma_end=ms.percent_to_sigma(fasa.end_percent), **kw)
+        hw = latent_shape[-2:]
+        run.account = FasaAccount(mode, {s.label(): float(token_masks.at(downsampled_grid(hw, s.level)).mean())
+                                         for s in chosen})
+        return run
 
 
 class FoundationGuider(FoundationSampling, _FreeCureGuider):
@@ -263,7 +330,7 @@ class FoundationGuider(FoundationSampling, _FreeCureGuider):
         return super().predict_noise(x, timestep, model_options, seed)
 
 
-class LockstepGuider(PairedLockstepSampling, _FreeCureGuider):
+class LockstepGuider(FasaReporting, PairedLockstepSampling, _FreeCureGuider):
     """Stage 3, lockstep: one sampler run over [PD rows; FD rows] with identical starting noise."""
 
     def remember_inputs(self, noise, latent_image):
@@ -278,7 +345,7 @@ class LockstepGuider(PairedLockstepSampling, _FreeCureGuider):
         return run
 
 
-class ReplayGuider(PairedReplaySampling, _FreeCureGuider):
+class ReplayGuider(FasaReporting, PairedReplaySampling, _FreeCureGuider):
     """Stage 3, record/replay: PD alone, FD keys/values replayed from the stage-1 record (a KVStore)."""
 
     record_type = KVStore

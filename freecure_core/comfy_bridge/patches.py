@@ -11,6 +11,7 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_patcher
 
+from ..fasa.accounting import FasaAccount
 from ..fasa.attention import fasa_attention
 from ..fasa.record import KVStore
 from ..fasa.layers import Site
@@ -57,6 +58,7 @@ class FasaRun:
         self.eval_index = -1
         self.active = False
         self.fasa_calls = 0  # attention calls where FASA changed rows (for tests and the benchmark)
+        self.account: FasaAccount | None = None  # set by the stage-3 guiders: where FASA acted vs should have
 
     # ------------------------------------------------------------------ per evaluation
     def begin_eval(self, sigma: float) -> None:
@@ -64,6 +66,8 @@ class FasaRun:
         self.eval_index += 1
         self.active = self.sigma_end <= sigma <= self.sigma_start
         self.fd.clear()
+        if self.account is not None:
+            self.account.begin_eval(self.active)
 
     def end(self) -> None:
         """Drop every tensor this run holds."""
@@ -122,6 +126,8 @@ class FasaRun:
             if not fasa:
                 return plain_attention(q, k, v, extra_options)
             self.fasa_calls += 1
+            if self.account is not None:
+                self.account.hit(site.label())
             plain_ids = [i for i, (row, _) in enumerate(chunks) if i not in fasa or row == "uncond"]
             out = torch.empty_like(q)
             if plain_ids:

@@ -60,8 +60,21 @@ def sample_foundation(model_fd, positive, negative, latent: dict, seed: int, ste
 
 
 def make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig,
-                kv: KVStore | None = None):
-    """A lockstep guider, or a replay guider when a stage-1 record is given."""
+                kv: KVStore | None = None, report_to: str | None = None):
+    """A lockstep guider, or a replay guider when a stage-1 record is given. With `report_to` (a node id), each
+    run's FASA account is also shown as that node's text."""
+    guider = _make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa, kv)
+    guider.report_node = report_to
+    return guider
+
+
+def describe(report: dict) -> str:
+    """The stage-3 report as the node's text (the FASA account), or a plain note when there is none."""
+    return report.get("text") or report.get("note") or "FreeCure: no FASA account for this run"
+
+
+def _make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig,
+                 kv: KVStore | None = None):
     if not isinstance(fasa, FASAConfig):
         raise ValueError("FreeCure: the fasa input must come from a FreeCureFASAConfig node")
     if isinstance(kv, NoRecord):

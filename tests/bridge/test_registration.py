@@ -43,9 +43,13 @@ def test_every_node_is_prefixed_categorised_and_explained(monkeypatch):
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("FreeCure") and cls.CATEGORY.startswith("FreeCure/")
         assert cls.DESCRIPTION and all(cls.OUTPUT_TOOLTIPS)
-        for section in cls.INPUT_TYPES().values():
-            for name, (kind, opts) in section.items():
+        types = cls.INPUT_TYPES()
+        # hidden inputs are ComfyUI's own values (the node's id, where FreeCure Guider shows its FASA account)
+        assert types.get("hidden", {}) in ({}, {"node_id": "UNIQUE_ID"}), f"{node_id} hidden {types['hidden']}"
+        for group in ("required", "optional"):
+            for name, (kind, opts) in types.get(group, {}).items():
                 assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert pack.NODE_CLASS_MAPPINGS["FreeCureGuider"].INPUT_TYPES()["hidden"] == {"node_id": "UNIQUE_ID"}
 
 
 def test_the_core_library_does_not_import_comfy_outside_the_bridge():

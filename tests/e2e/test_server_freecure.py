@@ -6,6 +6,8 @@
   type used exists there; the template browser lists the three workflows;
 * each API workflow runs on the tiny checkpoint (64x96, 4 steps) and saves PNGs of that size;
 * replay and lockstep give the same PD image for the same seed;
+* FreeCure Sampler's node text and FreeCure Guider's node (its progress text, over the websocket) show the FASA
+  account of the run: every expected (step, layer) place reached, in the run's mode;
 * refused inputs (mask batch 3 vs latent batch 2; a kv recorded with record 'off') fail with an execution error
   naming the problem, and the server then still runs a good prompt.
 """
@@ -186,6 +188,59 @@ def test_example_workflow_runs_on_tiny_checkpoint(comfy_server, runs, name):
         assert px.shape == (HEIGHT, WIDTH, 3), (item, px.shape)
         assert px.std() > 0, f"{item} is a flat image"
     assert (_view_pixels(comfy_server, next(i for i in images if i["type"] == "output")) == _pixels(saved[0])).all()
+
+
+def _progress_texts(server, prompt: dict) -> tuple[dict, dict]:
+    """Run `prompt` as a websocket client; (history entry, {node id: [progress texts]}) from the server's binary
+    TEXT messages (4-byte event 3, 4-byte node-id length, node id, UTF-8 text)."""
+    import asyncio
+    import struct
+    import uuid
+
+    import aiohttp
+    client_id = uuid.uuid4().hex
+    ws_url = server.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+    texts: dict[str, list[str]] = {}
+
+    async def go():
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=170)) as session, \
+                session.ws_connect(ws_url) as ws:
+            async with session.post(server.url + "/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                pid = (await r.json())["prompt_id"]
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY and struct.unpack(">I", msg.data[:4])[0] == 3:
+                    n = struct.unpack(">I", msg.data[4:8])[0]
+                    texts.setdefault(msg.data[8:8 + n].decode(), []).append(msg.data[8 + n:].decode())
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    m = json.loads(msg.data)
+                    if m.get("type") in ("execution_success", "execution_error") and \
+                            m["data"].get("prompt_id") == pid:
+                        return pid
+            raise AssertionError("websocket closed")
+    pid = asyncio.run(asyncio.wait_for(go(), 180))
+    return server.wait(pid, timeout=60), texts
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name,mode", [("freecure_replay", "replay"), ("freecure_lockstep", "lockstep")])
+def test_sampler_node_shows_the_fasa_account(runs, name, mode):
+    entry = runs(name)
+    nid = wu.only_node(wu.load_api(name), "FreeCureSampler")
+    (text,) = entry["outputs"][nid]["text"]
+    assert text.startswith("FASA ran at every expected place") and f"mode {mode}" in text, text
+    m = re.search(r"places (\d+)/(\d+)", text)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, text
+
+
+@pytest.mark.e2e
+def test_guider_node_shows_the_fasa_account(comfy_server):
+    prompt = _small("freecure_custom_sampler", comfy_server, "freecure_e2e/guider_account")
+    entry, texts = _progress_texts(comfy_server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
+    guider = wu.only_node(prompt, "FreeCureGuider")
+    shown = texts.get(guider, [])
+    assert len(shown) == 1 and shown[0].startswith("FASA ran at every expected place"), texts
+    assert "mode lockstep" in shown[0]
 
 
 @pytest.mark.e2e
