@@ -383,6 +383,7 @@ def facexlib_overlay(site_dir, weights_dir) -> pathlib.Path:
 
 # ------------------------------------------------------------------------------------------ insightface, image
 def write_antelopev2(models_root) -> pathlib.Path:
+    """models_root/insightface/models/antelopev2/{scrfd_10g_bnkps,glintr100}.onnx; returns that folder."""
     from .onnx_detector import write_model_pack
     from .onnx_recognizer import add_recognizer_to_pack
     folder = write_model_pack(pathlib.Path(models_root), "antelopev2").parent
@@ -420,7 +421,7 @@ def write_all(root, seed: int = 0, parsenet: bool = True) -> dict:
         seconds[kind] = round(time.monotonic() - t0, 2)
 
     timed("reference", lambda: write_reference_image(root / "input" / REFERENCE_IMAGE))
-    timed("antelopev2", lambda: write_antelopev2(models / "insightface"))
+    timed("antelopev2", lambda: write_antelopev2(models))
     timed("facexlib", lambda: write_facexlib(models / "facexlib", parsenet=parsenet, seed=seed))
     timed("pulid", lambda: write_pulid_flux(models / "pulid" / PULID_FILE, seed=seed))
     timed("eva_clip", lambda: write_eva_clip(models / "clip" / EVA_FILE, seed=seed))
