@@ -107,6 +107,12 @@ SOCKETS: dict[str, tuple[str, str]] = {
     "IPAdapterUnifiedLoaderFaceID": ("model:MODEL ipadapter?:IPADAPTER", "MODEL:MODEL ipadapter:IPADAPTER"),
     "IPAdapterFaceID": ("model:MODEL ipadapter:IPADAPTER image:IMAGE image_negative?:IMAGE attn_mask?:MASK "
                         "clip_vision?:CLIP_VISION insightface?:INSIGHTFACE", "MODEL:MODEL face_image:IMAGE"),
+    # lldacing/ComfyUI_PuLID_Flux_ll (pulidflux.py)
+    "PulidFluxModelLoader": ("", "PULIDFLUX:PULIDFLUX"),
+    "PulidFluxEvaClipLoader": ("", "EVA_CLIP:EVA_CLIP"),
+    "PulidFluxInsightFaceLoader": ("", "FACEANALYSIS:FACEANALYSIS"),
+    "ApplyPulidFlux": ("model:MODEL pulid_flux:PULIDFLUX eva_clip:EVA_CLIP face_analysis:FACEANALYSIS image:IMAGE "
+                       "attn_mask?:MASK options?:OPTIONS", "MODEL:MODEL"),
 }
 
 # Sizes the existing workflows use; other nodes get an estimate from their sockets and widgets.
@@ -959,6 +965,56 @@ def freecure_flux() -> dict:
     return g.to_json()
 
 
+def freecure_peer_pulid_flux() -> dict:
+    g = Graph()
+    g.note("FreeCure + PuLID-FLUX (lldacing's ComfyUI_PuLID_Flux_ll, FLUX.1 dev).\n\n" + PEER_REQUIRES.format(
+        pack="ComfyUI_PuLID_Flux_ll", repo="github.com/lldacing/ComfyUI_PuLID_Flux_ll") + " Use a current version: "
+           "releases before its latent_shapes fix (Nov 2025) stop on ComfyUI 0.3.67 and newer with 'unexpected keyword "
+           "argument latent_shapes'. balazik's ComfyUI-PuLID-Flux cannot sample on current ComfyUI (FreeCure refuses "
+           "its model by name).\n\nFD wiring:\n- model_pd = Apply PuLID Flux's MODEL; model_fd = the MODEL going "
+           "into it (Load Diffusion Model's): identity off.\n- PuLID changes only the model, so the text "
+           "conditioning is the same for both branches.\n- The port patches the model for each sampling run, so keep "
+           "the kv link (replay).\n\nFLUX dev is guidance-distilled: cfg 1 with Flux Guidance 3.5, scheduler simple, "
+           "28 steps, the same seed in both samplers. The negative prompt is unused at cfg 1 (zeroed here).",
+           col=0, size=(340, 560))
+    unet = g.add("UNETLoader", "flux1-dev.safetensors", "default", col=0, title="Load Diffusion Model (FLUX)",
+                 size=(340, 82))
+    clip = g.add("DualCLIPLoader", "clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default", col=0,
+                 size=(340, 130))
+    vae = g.add("VAELoader", "ae.safetensors", col=0, size=(340, 58))
+    g.note("Model files (FreeCure never downloads them; the PuLID pack may fetch its own):\n- flux1-dev.safetensors "
+           "-> ComfyUI/models/diffusion_models/\n- clip_l.safetensors, t5xxl_fp16.safetensors -> "
+           "ComfyUI/models/text_encoders/\n- ae.safetensors -> ComfyUI/models/vae/\n- pulid_flux_v0.9.1.safetensors "
+           "-> ComfyUI/models/pulid/\n- EVA02_CLIP_L_336_psz14_s6B.pt -> ComfyUI/models/clip/\n- facexlib "
+           "detection_Resnet50_Final.pth, parsing_bisenet.pth -> ComfyUI/models/facexlib/\n- insightface antelopev2 "
+           "-> ComfyUI/models/insightface/models/antelopev2/\n- BiSeNet 79999_iter.pth -> "
+           "ComfyUI/models/face_parsing/\n- a clear photo of the face -> ComfyUI/input/", col=0, size=(340, 330))
+    pos = g.add("CLIPTextEncode", PROMPT, col=1, title="Prompt (both branches)", color=POSITIVE_COLOR)
+    g.connect(clip, "CLIP", pos, "clip")
+    guided = g.add("FluxGuidance", 3.5, col=1, size=(320, 58))
+    g.connect(pos, "CONDITIONING", guided, "conditioning")
+    neg = g.add("ConditioningZeroOut", col=1, title="Negative (unused at cfg 1)", size=(320, 26))
+    g.connect(pos, "CONDITIONING", neg, "conditioning")
+    pulid = g.add("PulidFluxModelLoader", "pulid_flux_v0.9.1.safetensors", col=2, size=(340, 60))
+    eva = g.add("PulidFluxEvaClipLoader", col=2, size=(340, 46))
+    analysis = g.add("PulidFluxInsightFaceLoader", "CPU", col=2, size=(340, 60))
+    face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
+    apply = g.add("ApplyPulidFlux", 1.0, 0.0, 1.0, col=3, size=(340, 230))
+    for src, out, inp in ((unet, "MODEL", "model"), (pulid, "PULIDFLUX", "pulid_flux"), (eva, "EVA_CLIP", "eva_clip"),
+                          (analysis, "FACEANALYSIS", "face_analysis"), (face, "IMAGE", "image")):
+        g.connect(src, out, apply, inp)
+    g.note("FASA layers: reference = every single-stream block (the port patches every 2nd double and every 4th "
+           "single block; FASA and PuLID both act there). Record memory: about 48 MB per recorded block and step at "
+           "1024x1024; for less, set layers to custom, e.g. single:28-37.", col=3, size=(340, 170))
+    br = Branches(model_pd=(apply, "MODEL"), model_fd=(unet, "MODEL"), positive=(guided, "CONDITIONING"),
+                  negative=(neg, "CONDITIONING"), fd_positive=(guided, "CONDITIONING"),
+                  fd_negative=(neg, "CONDITIONING"))
+    st = _freecure_stages(g, unet, br, PROMPT, "FreeCure/peer_pulid_flux", first_col=4, vae=(vae, "VAE"), steps=28,
+                          cfg=1.0, scheduler="simple", latent_type="EmptySD3LatentImage")
+    _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
+    return g.to_json()
+
+
 # ------------------------------------------------------------------------------------------ subgraph blueprint
 BLUEPRINT_NOTE = (
     "FreeCure in one node: stage 1 samples the foundation branch (no identity) and records it, stage 2 parses its "
@@ -1027,7 +1083,7 @@ def freecure_blueprint() -> dict:
 
 WORKFLOWS = {f.__name__: f for f in (freecure_instantid, freecure_crossfaceid, freecure_photomaker,
                                      freecure_peer_instantid, freecure_peer_pulid, freecure_peer_faceid,
-                                     freecure_apg, freecure_flux)}
+                                     freecure_apg, freecure_flux, freecure_peer_pulid_flux)}
 
 
 # subgraph blueprints: file name (what the node library shows) -> description

@@ -16,6 +16,10 @@ the user's model folders:
   PulidModelLoader, PulidEvaClipLoader, PulidInsightFaceLoader, ApplyPulid.
 * cubiq/ComfyUI_IPAdapter_plus, IPAdapterPlus.py at commit 9d076a3df0d2763cef5510ec5ab807f6632c39f5 (2025-02-26):
   IPAdapterUnifiedLoaderFaceID (RETURN_TYPES inherited from IPAdapterUnifiedLoader), IPAdapterFaceID.
+* lldacing/ComfyUI_PuLID_Flux_ll, pulidflux.py at commit ba90657fe6ff (2025-04-08): PulidFluxModelLoader,
+  PulidFluxEvaClipLoader, PulidFluxInsightFaceLoader, ApplyPulidFlux (its hidden unique_id is left out, like the
+  frontend-invisible inputs of the others). tests/e2e/test_peer_pulid_flux.py compares these entries with the real
+  port's /object_info.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import copy
 INSTANTID_MODULE = "custom_nodes.ComfyUI_InstantID"
 PULID_MODULE = "custom_nodes.PuLID_ComfyUI"
 IPADAPTER_MODULE = "custom_nodes.ComfyUI_IPAdapter_plus"
+PULID_FLUX_MODULE = "custom_nodes.ComfyUI_PuLID_Flux_ll"
 
 
 def _float(default, lo, hi, step) -> list:
@@ -124,9 +129,28 @@ IPADAPTER = {
         ["MODEL", "IMAGE"], ["MODEL", "face_image"]),
 }
 
-PEER_NODES: dict[str, dict] = {**INSTANTID, **PULID, **IPADAPTER}
+# ------------------------------------------------------------------------------------------ ComfyUI_PuLID_Flux_ll
+PULID_FLUX = {
+    "PulidFluxModelLoader": _node(
+        "PulidFluxModelLoader", "Load PuLID Flux Model", "pulid", PULID_FLUX_MODULE,
+        {"pulid_file": [["pulid_flux_v0.9.1.safetensors"]]}, None, ["PULIDFLUX"]),
+    "PulidFluxEvaClipLoader": _node(
+        "PulidFluxEvaClipLoader", "Load Eva Clip (PuLID Flux)", "pulid", PULID_FLUX_MODULE, {}, None, ["EVA_CLIP"]),
+    "PulidFluxInsightFaceLoader": _node(
+        "PulidFluxInsightFaceLoader", "Load InsightFace (PuLID Flux)", "pulid", PULID_FLUX_MODULE,
+        {"provider": [["CPU", "CUDA", "ROCM"]]}, None, ["FACEANALYSIS"]),
+    "ApplyPulidFlux": _node(
+        "ApplyPulidFlux", "Apply PuLID Flux", "pulid", PULID_FLUX_MODULE,
+        {"model": ["MODEL"], "pulid_flux": ["PULIDFLUX"], "eva_clip": ["EVA_CLIP"], "face_analysis": ["FACEANALYSIS"],
+         "image": ["IMAGE"], "weight": _float(1.0, -1.0, 5.0, 0.05), "start_at": START_AT, "end_at": END_AT},
+        {"attn_mask": ["MASK"], "options": ["OPTIONS"]}, ["MODEL"]),
+}
+
+# PULID_FLUX shares no node name with the others, but balazik's ComfyUI-PuLID-Flux registers the same names
+PEER_NODES: dict[str, dict] = {**INSTANTID, **PULID, **IPADAPTER, **PULID_FLUX}
 # which pack each peer workflow needs
-PACKS = {"freecure_peer_instantid": INSTANTID, "freecure_peer_pulid": PULID, "freecure_peer_faceid": IPADAPTER}
+PACKS = {"freecure_peer_instantid": INSTANTID, "freecure_peer_pulid": PULID, "freecure_peer_faceid": IPADAPTER,
+         "freecure_peer_pulid_flux": PULID_FLUX}
 
 
 def object_info() -> dict[str, dict]:

@@ -293,7 +293,37 @@ def _sampler_text(entry) -> str:
     return text
 
 
+WORKFLOW = "freecure_peer_pulid_flux"
+
+
 class TestLldacing:
+    def test_peer_node_entries_are_the_real_ports(self, lldacing):
+        """tests/e2e/peer_nodes.py's hand-written entries (used to convert the workflow without the port) are what
+        the real port serves, its hidden unique_id aside."""
+        import peer_nodes
+        for name, entry in peer_nodes.PULID_FLUX.items():
+            real = lldacing.object_info(name)
+            assert real is not None, name
+            for key, value in entry.items():
+                got = real[key]
+                if key in ("input", "input_order"):
+                    got = {k: v for k, v in got.items() if k != "hidden"}
+                assert got == value, (name, key, got, value)
+
+    def test_workflow_api_copy_with_the_real_port(self, lldacing):
+        """workflows/api/freecure_peer_pulid_flux.json is the UI workflow converted with the real port's and this
+        ComfyUI's /object_info (untitled nodes' titles: as the server names them). FREECURE_WRITE_API_WORKFLOWS=1
+        writes it."""
+        info = lldacing.object_info()
+        ui = wu.load_ui(WORKFLOW)
+        assert not {t for t in wu.node_types(ui) - wu.FRONTEND_ONLY if t not in info}
+        converted = wu.ui_to_api(ui, info)
+        if os.environ.get("FREECURE_WRITE_API_WORKFLOWS") == "1":
+            wu.write_api(WORKFLOW, converted)
+        untitled = {str(n["id"]) for n in ui["nodes"] if not n.get("title") and n["type"] not in wu.FRONTEND_ONLY}
+        strip = lambda prompt: {k: {**v, "_meta": None} if k in untitled else v for k, v in prompt.items()}  # noqa
+        assert strip(converted) == strip(wu.load_api(WORKFLOW))
+
     def test_the_pinned_port_alone(self, lldacing):
         """Recorded (printed): KSampler on the pinned port's MODEL without the adapter. Where it fails, it must be
         a TypeError calling one of the port's functions with an argument it predates (its OUTER_SAMPLE wrapper:

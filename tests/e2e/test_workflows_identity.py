@@ -72,7 +72,8 @@ def _notes(wf: dict) -> str:
 # ------------------------------------------------------------------------------------------ static
 def test_builder_writes_the_committed_workflows():
     builder = _builder()
-    assert set(builder.WORKFLOWS) == set(NAMES + wu.APG_WORKFLOW_NAMES + wu.FLUX_WORKFLOW_NAMES)
+    assert set(builder.WORKFLOWS) == set(NAMES + wu.APG_WORKFLOW_NAMES + wu.FLUX_WORKFLOW_NAMES
+                                         + wu.PEER_FLUX_WORKFLOW_NAMES)
     for name in builder.WORKFLOWS:
         text = builder.render(builder.WORKFLOWS[name]())
         assert text == (wu.WORKFLOWS_DIR / f"{name}.json").read_text(), (
@@ -298,7 +299,7 @@ def _check_types(name: str, info: dict) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", wu.PEER_WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", wu.PEER_WORKFLOW_NAMES + wu.PEER_FLUX_WORKFLOW_NAMES)
 def test_peer_api_copy_equals_converted_ui_workflow(object_info, merged_info, name):
     types = wu.node_types(wu.load_ui(name)) - wu.FRONTEND_ONLY
     missing = {t for t in types if t not in object_info}
@@ -309,7 +310,7 @@ def test_peer_api_copy_equals_converted_ui_workflow(object_info, merged_info, na
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + wu.PEER_FLUX_WORKFLOW_NAMES)
 def test_link_and_socket_types_match_object_info(merged_info, name):
     _check_types(name, merged_info)
 
@@ -328,3 +329,36 @@ def test_flux_workflow_wiring():
     for s in (fd, pd):
         assert (s["cfg"], s["scheduler"], s["seed"]) == (1.0, "simple", 42)
     assert {api[n]["inputs"]["vae"][0] for n in api if api[n]["class_type"] == "VAEDecode"} == {vae}
+
+
+def test_peer_pulid_flux_workflow_wiring():
+    """The FLUX template's settings with lldacing's Apply PuLID Flux on model_pd only: model_fd and the Apply node's
+    model are the diffusion model, the text conditioning is shared, stage 3 replays stage 1 (kv); the UI file is well
+    formed, without overlapping nodes, and names the port's model folders. (Run with the real port:
+    tests/e2e/test_peer_pulid_flux.py.)"""
+    wf = wu.load_ui("freecure_peer_pulid_flux")
+    wu.assert_well_formed(wf)
+    boxes = [(n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in wf["nodes"]]
+    for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2):
+        overlap = a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+        assert not overlap, f"{wf['nodes'][i]['type']} overlaps {wf['nodes'][j]['type']}"
+    notes = _notes(wf)
+    for folder in ("models/pulid/", "models/clip/", "models/facexlib/", "models/insightface/models/antelopev2/",
+                   "models/diffusion_models/", "models/face_parsing/"):
+        assert folder in notes, folder
+    api = wu.load_api("freecure_peer_pulid_flux")
+    unet, guide = wu.only_node(api, "UNETLoader"), wu.only_node(api, "FluxGuidance")
+    apply, vae = wu.only_node(api, "ApplyPulidFlux"), wu.only_node(api, "VAELoader")
+    fd_id, pd_id = wu.only_node(api, "FreeCureFoundationSampler"), wu.only_node(api, "FreeCureSampler")
+    fd, pd = api[fd_id]["inputs"], api[pd_id]["inputs"]
+    assert pd["model_pd"] == [apply, 0] and api[apply]["inputs"]["model"] == [unet, 0]
+    assert fd["model_fd"] == pd["model_fd"] == [unet, 0], "FD is the model going into Apply PuLID Flux"
+    assert fd["positive"][0] == pd["positive"][0] == pd["fd_positive"][0] == guide
+    assert pd["negative"] == pd["fd_negative"] == fd["negative"]
+    assert pd["kv"] == [fd_id, 1] and fd["latent_image"] == pd["latent_image"]
+    for s in (fd, pd):
+        assert (s["cfg"], s["scheduler"], s["seed"], s["steps"]) == (1.0, "simple", 42, 28)
+    assert {api[n]["inputs"]["vae"][0] for n in api if api[n]["class_type"] == "VAEDecode"} == {vae}
+    assert api[wu.only_node(api, "LoadImage")]["inputs"]["image"] == "reference_face.png"
+    assert api[wu.only_node(api, "PulidFluxModelLoader")]["inputs"]["pulid_file"] == "pulid_flux_v0.9.1.safetensors"
