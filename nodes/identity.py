@@ -1,8 +1,10 @@
 """FreeCure identity-branch nodes (interop with peer packs). Declarations only."""
 from __future__ import annotations
 
+from ..freecure_core.comfy_bridge.flux import is_flux
+from ..freecure_core.comfy_bridge.zero_identity import zero_identity_model
 from ..freecure_core.identity.face_embeds import zero_face_embeds
-from .spec import In, NodeSpec, Out
+from .spec import In, NodeSpec, Out, WithUI
 
 CATEGORY = "FreeCure/identity"
 
@@ -16,4 +18,24 @@ ZERO_FACE_EMBEDS = NodeSpec(
                  "ControlNet (same control net, keypoint image and strength as PD) to make fd_positive/fd_negative.")],
     run=lambda face_embeds: (zero_face_embeds(face_embeds),))
 
-SPECS = [ZERO_FACE_EMBEDS]
+
+
+def _zero_identity(model_pd):
+    model_fd, n = zero_identity_model(model_pd, is_flux(model_pd))
+    return WithUI((model_fd,), {"text": [f"{n} identity attention patches now get the adapter's zero-identity tokens "
+                                         f"on every row (the paper's foundation branch)"]})
+
+
+ZERO_IDENTITY_MODEL = NodeSpec(
+    node_id="FreeCureZeroIdentityModel", display_name="FreeCure Zero-ID Model", category=CATEGORY,
+    description="The paper's exact foundation branch for identity packs that patch cross-attention (cubiq's "
+                "InstantID Patch Attention, Apply PuLID, IPAdapter FaceID): the same model and adapter, fed the "
+                "adapter's own zero-identity tokens (what those packs give the negative rows) on every row. Use its "
+                "output as model_fd instead of the MODEL before the identity node.",
+    inputs=[In("MODEL", "model_pd", "The MODEL out of the identity pack's node (after every node that patches it). "
+               "For InstantID set the patch's noise to 0, so the zero-identity tokens are exactly the zero face's.")],
+    outputs=[Out("MODEL", "model_fd", "model_fd for FreeCure Foundation Sampler / FreeCure Sampler: same weights as "
+                 "model_pd, so lockstep works.")],
+    run=_zero_identity)
+
+SPECS = [ZERO_FACE_EMBEDS, ZERO_IDENTITY_MODEL]

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # make test: the whole suite once per ComfyUI that scripts/bootstrap.sh set up (.matrix/envs.tsv: the default
-# ComfyUI 0.3.75, plus each newer snapshot found in ../shared/comfyui), each in its own venv, one after the other.
-# Prints which ComfyUI versions ran (and says so plainly when only one did), then one closing line with the totals.
+# ComfyUI 0.3.75, plus each newer snapshot found in ../shared/comfyui), each in its own venv.  The versions run side
+# by side (each pytest process keeps one core busy: the tests mostly wait on their ComfyUI server, which works on one
+# thread), their output printed version by version as each finishes; FREECURE_MATRIX_JOBS=1 runs them one after the
+# other instead, printing as they go.  Prints which ComfyUI versions ran (and says so plainly when only one did), then
+# one closing line with the totals.
 # Arguments go to pytest (default: tests); FREECURE_COMFYUI=0.33.0 runs only that version.
 # Exit status: 0 only when every version's run passed.
 set -uo pipefail
@@ -14,23 +17,49 @@ if [[ ! -s "$ENVS" ]]; then
 fi
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(tests)
+JOBS=${FREECURE_MATRIX_JOBS:-2}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
-declare -a summaries
-total_passed=0 total_failed=0 total_skipped=0 status=0 ran=0
+# run_version N VERSION PYTHON COMFY: one pytest run; output in $work/N.log, "rc seconds" in $work/N.rc
+run_version() {
+  local n=$1 version=$2 python=$3 comfy=$4 start rc
+  {
+    echo "================ FreeCure suite on ComfyUI $version ($comfy, $("$python" -c 'import torch; print("torch", torch.__version__)')) ================"
+    start=$(date +%s)
+    COMFYUI_PATH=$comfy HF_HUB_OFFLINE=1 "$python" -m pytest -q -rs "${args[@]}" 2>&1
+    rc=$?
+    echo "$rc $(( $(date +%s) - start ))" > "$work/$n.rc"
+  } > "$work/$n.log"
+}
+
+declare -a versions
+ran=0
 while IFS=$'\t' read -r version python comfy; do
   [[ -z "$version" ]] && continue
   if [[ -n "${FREECURE_COMFYUI:-}" && "$FREECURE_COMFYUI" != "$version" ]]; then
     continue
   fi
+  versions+=("$version")
+  if [[ $JOBS -le 1 ]]; then
+    run_version "$ran" "$version" "$python" "$comfy" &
+    tail -n +1 --pid=$! -f "$work/$ran.log" 2>/dev/null || true
+    wait
+  else
+    echo "[matrix] started the suite on ComfyUI $version"
+    run_version "$ran" "$version" "$python" "$comfy" &
+  fi
   ran=$((ran + 1))
-  echo "================ FreeCure suite on ComfyUI $version ($comfy, $("$python" -c 'import torch; print("torch", torch.__version__)')) ================"
-  log=$(mktemp)
-  start=$(date +%s)
-  COMFYUI_PATH=$comfy HF_HUB_OFFLINE=1 "$python" -m pytest -q -rs "${args[@]}" 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  seconds=$(( $(date +%s) - start ))
+done < "$ENVS"
+wait
+
+total_passed=0 total_failed=0 total_skipped=0 status=0
+declare -a summaries
+for ((n = 0; n < ran; n++)); do
+  log=$work/$n.log
+  [[ $JOBS -le 1 ]] || cat "$log"
+  read -r rc seconds < "$work/$n.rc" || { rc=1; seconds=0; }
   last=$(grep -E '[0-9]+ (passed|failed|error|errors|skipped)' "$log" | tail -n1)
-  rm -f "$log"
   count() { grep -oE "[0-9]+ $1" <<<"$last" | grep -oE '^[0-9]+' | head -n1 || true; }
   passed=$(count passed); failed=$(count failed); errors=$(count 'errors?'); skipped=$(count skipped)
   passed=${passed:-0}; failed=$(( ${failed:-0} + ${errors:-0} )); skipped=${skipped:-0}
@@ -40,8 +69,8 @@ while IFS=$'\t' read -r version python comfy; do
   fi
   total_passed=$((total_passed + passed)); total_failed=$((total_failed + failed))
   total_skipped=$((total_skipped + skipped))
-  summaries+=("ComfyUI $version: $passed passed, $failed failed, $skipped skipped in ${seconds}s (pytest exit $rc)")
-done < "$ENVS"
+  summaries+=("ComfyUI ${versions[$n]}: $passed passed, $failed failed, $skipped skipped in ${seconds}s (pytest exit $rc)")
+done
 
 echo "================ FreeCure suite: ComfyUI versions run ================"
 if [[ $ran -eq 0 ]]; then

@@ -175,10 +175,11 @@ def keypoint_image(face_analysis, image_kps_rgb: np.ndarray | None, reference_kp
 
 
 def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    """ComfyUI IMAGE (B, H, W, 3) floats in 0..1 -> RGB uint8 arrays."""
+    """ComfyUI IMAGE (B, H, W, 3) floats in 0..1 -> RGB uint8 arrays, truncating as ComfyUI's SaveImage and the
+    InstantID/PuLID packs do (so the same IMAGE gives the peers' pixels, hence their face embeddings)."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"FreeCure: expected an IMAGE (B, H, W, 3), got {tuple(images.shape)}")
-    arr = (images[..., :3].detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    arr = (images[..., :3].detach().float().cpu().clamp(0, 1) * 255).to(torch.uint8).numpy()
     return [np.ascontiguousarray(a) for a in arr]
 
 

@@ -20,7 +20,7 @@ def to_numpy(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
     if not torch.is_tensor(images) or images.dim() != 4 or images.shape[-1] != 3:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise ValueError(f"FreeCure: {what} must be an IMAGE batch (B, H, W, 3), got {shape}")
-    arr = (images.detach().float().cpu().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+    arr = (images.detach().float().cpu().clamp(0, 1).numpy() * np.float32(255.0)).astype(np.uint8)  # as SaveImage
     return [np.ascontiguousarray(a) for a in arr]
 
 

@@ -43,40 +43,58 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The (2, 3) similarity (rotation, uniform scale, translation; no reflection) that best maps src onto dst.
 
     Least squares over corresponding points (Umeyama 1991): src and dst are (N, 2) arrays of (x, y), N >= 2.
+    The arithmetic is scikit-image's SimilarityTransform.estimate step by step, in the points' common precision
+    (float32 keypoints and the float32 template are fitted in float32, then the matrix is float64), so the
+    matrix equals the one insightface's face_align.estimate_norm gives for a detector's float32 keypoints.
     """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
+    src = np.asarray(src)
+    dst = np.asarray(dst)
     if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or src.shape[0] < 2:
         raise ValueError(f"FreeCure: similarity_transform needs two (N, 2) point arrays of the same shape with "
                          f"N >= 2, got {src.shape} and {dst.shape}")
-    mu_src, mu_dst = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - mu_src, dst - mu_dst
-    var_src = (src_c ** 2).sum() / len(src)
-    if var_src <= 1e-12:
+    dtype = np.result_type(src.dtype, dst.dtype, np.float32)  # float32 only when both are float32 (or narrower)
+    src, dst = src.astype(dtype, copy=False), dst.astype(dtype, copy=False)
+    num, dim = src.shape
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_demean, dst_demean = src - src_mean, dst - dst_mean
+    if src_demean.var(axis=0).sum() <= 1e-12:
         raise ValueError("FreeCure: cannot align a face whose keypoints all coincide; check the detector output")
-    cov = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # the best orthogonal map would be a reflection
-        d[1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = float((s * d).sum() / var_src)
-    shift = mu_dst - scale * rot @ mu_src
-    return np.concatenate([scale * rot, shift[:, None]], axis=1)
+    a = dst_demean.T @ src_demean / num
+    d = np.ones((dim,), dtype=np.float64)
+    if np.linalg.det(a) < 0:  # the best orthogonal map would be a reflection
+        d[dim - 1] = -1
+    t = np.eye(dim + 1, dtype=np.float64)
+    u, s, v = np.linalg.svd(a)
+    rank = np.count_nonzero(s > s.max() * np.max(a.shape) * np.finfo(float).eps)
+    if rank == 0:
+        raise ValueError("FreeCure: cannot align a face whose keypoints all coincide; check the detector output")
+    if rank == dim - 1 and np.linalg.det(u) * np.linalg.det(v) > 0:  # collinear points
+        t[:dim, :dim] = u @ v
+    elif rank == dim - 1:
+        flip = d.copy()
+        flip[dim - 1] = -1
+        t[:dim, :dim] = u @ np.diag(flip) @ v
+    else:
+        t[:dim, :dim] = u @ np.diag(d) @ v
+    scale = 1.0 / src_demean.var(axis=0).sum() * (s @ d)
+    t[:dim, dim] = dst_mean - scale * (t[:dim, :dim] @ src_mean.T)
+    t[:dim, :dim] *= scale
+    return t[:2]
 
 
 def norm_crop(image: np.ndarray, kps: np.ndarray, size: int = ARCFACE_SIZE) -> np.ndarray:
     """The (size, size, 3) uint8 crop of an RGB uint8 image with the face's 5 keypoints on the ArcFace template.
 
-    The template is scaled by size / 112; the warp is bilinear with black outside the image.
+    The float32 template is scaled by size / 112 and fitted to the keypoints (see similarity_transform), as
+    insightface's face_align.norm_crop does; the warp is cv2 bilinear with black outside the image.
     """
-    kps = np.asarray(kps, dtype=np.float64)
+    kps = np.asarray(kps)
     if kps.shape != (5, 2):
         raise ValueError(f"FreeCure: norm_crop needs 5 keypoints as a (5, 2) array, got {kps.shape}")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"FreeCure: norm_crop expects an RGB uint8 array (H, W, 3), got "
                          f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
-    m = similarity_transform(kps, ARCFACE_DST.astype(np.float64) * (size / ARCFACE_SIZE))
+    m = similarity_transform(kps, ARCFACE_DST * (float(size) / ARCFACE_SIZE))
     return cv2.warpAffine(image, m, (size, size), borderValue=0.0)
 
 
@@ -151,9 +169,13 @@ class ArcFaceRecognizer:
         return rec
 
     def blob(self, aligned: np.ndarray) -> np.ndarray:
-        """uint8 RGB crops (B, 112, 112, 3) -> float32 NCHW (B, 3, 112, 112) as (pixel - mean) / std, RGB order."""
+        """uint8 RGB crops (B, 112, 112, 3) -> float32 NCHW (B, 3, 112, 112) (pixel - mean) / std, RGB order.
+
+        Computed as (pixel - mean) * float32(1 / std), cv2.dnn.blobFromImages' arithmetic with which insightface
+        feeds its recognizer (dividing by 127.5 instead differs in the last bit for some pixels).
+        """
         x = aligned.astype(np.float32).transpose(0, 3, 1, 2)
-        return np.ascontiguousarray((x - np.float32(self.input_mean)) / np.float32(self.input_std))
+        return np.ascontiguousarray((x - np.float32(self.input_mean)) * np.float32(1.0 / self.input_std))
 
     def embed(self, aligned: np.ndarray) -> np.ndarray:
         """Raw (not normalised) float32 embeddings (B, D) of aligned RGB uint8 crops (B, 112, 112, 3) or one crop."""

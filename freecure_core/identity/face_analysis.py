@@ -20,8 +20,9 @@ from .arcface import ArcFaceRecognizer, find_recognizer_file, norm_crop
 log = logging.getLogger("FreeCure")
 
 # Network sizes tried in turn until a face is found (dynamic-size detectors only): a face filling most of a
-# tightly cropped photo is often missed at 640 and found at a smaller size, as peer InstantID packs do.
-DET_SIZES = (640, 576, 512, 448, 384, 320)
+# tightly cropped photo is often missed at 640 and found at a smaller size. The sizes of cubiq's
+# ComfyUI_InstantID (range(640, 128, -64)); PuLID_ComfyUI stops at 320.
+DET_SIZES = (640, 576, 512, 448, 384, 320, 256, 192)
 PACK_HINT = ("put the insightface antelopev2 pack (scrfd_10g_bnkps.onnx, glintr100.onnx, ...) in "
              "ComfyUI/models/insightface/models/antelopev2/; FreeCure never downloads models")
 # SCRFD output counts: 3 or 5 strides x (score, box[, keypoints]).
@@ -39,8 +40,9 @@ class AnalyzedFace:
 
     @property
     def area(self) -> float:
-        """Box area in pixels."""
-        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+        """Box area in pixels, computed in float32 from the detector's float32 box as peer packs compare it."""
+        x0, y0, x1, y1 = (np.float32(v) for v in self.box)
+        return float((x1 - x0) * (y1 - y0))
 
 
 def _check_image(image, what: str = "image") -> np.ndarray:
@@ -144,7 +146,11 @@ class FaceAnalysis:
         return []
 
     def analyze(self, image: np.ndarray, det_sizes=DET_SIZES, threshold: float = 0.5) -> list[AnalyzedFace]:
-        """All faces of an RGB uint8 image (H, W, 3) with keypoints and raw embeddings, largest box first."""
+        """All faces of an RGB uint8 image (H, W, 3) with keypoints and raw embeddings, largest box first.
+
+        Equal areas keep the reverse of the detector's order, so faces[0] is the face peer InstantID/PuLID
+        packs pick (sorted(faces, key=area)[-1]). Each face is embedded on its own, as insightface does.
+        """
         image = _check_image(image)
         faces = self.detect(image, det_sizes, threshold)
         if not faces:
@@ -152,12 +158,12 @@ class FaceAnalysis:
         if any(f.kps is None for f in faces):
             raise _no_kps_error(self.detector)
         kps = [np.asarray(f.kps, dtype=np.float32).reshape(5, 2) for f in faces]
-        embeddings = self.recognizer.embed(np.stack([norm_crop(image, k) for k in kps]))
+        # one crop per run, as insightface's FaceAnalysis.get: a batched run may sum in another order
+        embeddings = [self.recognizer.embed(norm_crop(image, k))[0] for k in kps]
         out = [AnalyzedFace(box=tuple(float(v) for v in f.box), score=float(f.score), kps=k,
                             embedding=np.asarray(e, dtype=np.float32))
                for f, k, e in zip(faces, kps, embeddings)]
-        out.sort(key=lambda f: f.area, reverse=True)
-        return out
+        return sorted(out, key=lambda f: f.area)[::-1]
 
     def embed_faces(self, images, det_sizes=DET_SIZES,
                     threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, list[AnalyzedFace]]:

@@ -9,6 +9,13 @@ padding) and normalised as (pixel - 127.5) / 128. For every stride s (8, 16, 32)
 the s-grid there are A anchors (2 here) whose point is (j*s, i*s); the outputs per stride are scores
 (N, 1), box distances (N, 4) = (left, top, right, bottom) and optionally 5 keypoint offsets (N, 10), all
 in stride units, with N = rows * cols * A ordered row-major over cells and anchor-fastest.
+
+Every step follows insightface 0.7.3 (model_zoo/retinaface.py, which its FaceAnalysis uses for SCRFD files) so
+that boxes, scores and keypoints equal what InstantID/PuLID users get from the same .onnx file and image
+(tests/core/test_insightface_parity.py): the letterbox size is truncated with int() and cv2.resize'd
+(bilinear, no antialiasing), one scale (the height's) maps network pixels back to image pixels, the blob is
+(pixel - 127.5) * float32(1 / 128) as cv2.dnn.blobFromImage computes it, and non-maximum suppression is
+insightface's greedy one on +1-pixel areas, keeping boxes whose overlap is at most the threshold.
 """
 from __future__ import annotations
 
@@ -16,9 +23,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..onnx_session import import_onnxruntime, log_providers, open_session
 
@@ -107,35 +113,55 @@ class FaceDetector:
             raise ValueError(f"FreeCure: detect expects uint8 pixels, got {image.dtype}; convert with "
                              f"(image * 255).round().astype(np.uint8)")
         net_hw = self.network_size(max_size)
-        blob, (sy, sx) = letterbox(image, net_hw)
+        blob, det_scale = letterbox(image, net_hw)
         outs = self.session.run(self.output_names, {self.input_name: blob})
         boxes, scores, kps = decode_outputs(outs, net_hw, threshold)
         if len(scores) == 0:
             return []
-        boxes /= np.array([sx, sy, sx, sy], dtype=np.float32)
+        # float32 / float32(scale), as insightface divides its float32 arrays by the Python float det_scale
+        boxes = boxes / np.float32(det_scale)
         if kps is not None:
-            kps /= np.array([sx, sy], dtype=np.float32)
+            kps = kps / np.float32(det_scale)
+        order = scores.argsort()[::-1]  # insightface sorts before its NMS (which sorts again): same tie order
+        boxes, scores = boxes[order], scores[order]
+        kps = None if kps is None else kps[order]
         keep = nms(boxes, scores, nms_iou)
         return [Face(box=tuple(float(v) for v in boxes[i]), score=float(scores[i]),
                      kps=None if kps is None else kps[i].copy()) for i in keep]
 
 
-def letterbox(image: np.ndarray, net_hw: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """uint8 RGB (H, W, 3) -> normalised blob (1, 3, h, w) float32 and the (y, x) scales applied.
+def letterbox_size(image_hw: tuple[int, int], net_hw: tuple[int, int]) -> tuple[int, int, float]:
+    """(new_h, new_w, det_scale): an (H, W) image's resized size inside an (h, w) input and its one scale.
 
-    The image keeps its aspect ratio, is resized (bilinear, antialiased) into the top-left corner and
-    padded right/bottom with black; a network coordinate divided by the scale is an image coordinate.
+    As insightface computes them: the side that does not fill the input is truncated with int(), and the
+    scale is new_h / H for both axes (so x is off by under one network pixel, as in insightface).
     """
-    h, w = image.shape[:2]
+    h, w = image_hw
     net_h, net_w = net_hw
-    scale = min(net_h / h, net_w / w)
-    new_h, new_w = max(1, min(net_h, round(h * scale))), max(1, min(net_w, round(w * scale)))
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    x = F.pad(x, (0, net_w - new_w, 0, net_h - new_h), value=0.0)  # black, as insightface pads
-    blob = ((x - INPUT_MEAN) / INPUT_STD).numpy().astype(np.float32)
-    return blob, (new_h / h, new_w / w)
+    im_ratio, model_ratio = float(h) / w, float(net_h) / net_w
+    if im_ratio > model_ratio:
+        new_h = net_h
+        new_w = int(new_h / im_ratio)
+    else:
+        new_w = net_w
+        new_h = int(new_w * im_ratio)
+    new_h, new_w = max(1, new_h), max(1, new_w)  # insightface fails on a 0-pixel side; never smaller than 1
+    return new_h, new_w, float(new_h) / h
+
+
+def letterbox(image: np.ndarray, net_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """uint8 RGB (H, W, 3) -> normalised blob (1, 3, h, w) float32 and the scale applied (see letterbox_size).
+
+    The image keeps its aspect ratio, is resized (cv2 bilinear) into the top-left corner and padded
+    right/bottom with black; a network coordinate divided by the scale is an image coordinate.
+    """
+    net_h, net_w = net_hw
+    new_h, new_w, det_scale = letterbox_size(image.shape[:2], net_hw)
+    canvas = np.zeros((net_h, net_w, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(np.ascontiguousarray(image), (new_w, new_h))
+    x = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+    blob = (x - np.float32(INPUT_MEAN)) * np.float32(1.0 / INPUT_STD)  # cv2.dnn.blobFromImage's arithmetic
+    return np.ascontiguousarray(blob), det_scale
 
 
 def anchor_points(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
@@ -195,7 +221,24 @@ def decode_outputs(outs: list[np.ndarray], net_hw: tuple[int, int], threshold: f
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    """Indices kept by non-maximum suppression (torchvision), highest score first."""
-    from torchvision.ops import nms as tv_nms
-    keep = tv_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(), float(iou))
-    return keep.tolist()
+    """Indices kept by insightface's greedy non-maximum suppression, highest score first.
+
+    Areas count +1 pixel per side and a box is dropped when its overlap with a kept box exceeds iou, in
+    float32 for float32 boxes, exactly as insightface's SCRFD/RetinaFace.nms.
+    """
+    iou = float(iou)  # a Python float, compared in float32 as insightface's 0.4 is
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = scores.argsort()[::-1]
+    keep = []
+    while order.size > 0:
+        i = order[0]
+        keep.append(int(i))
+        xx1 = np.maximum(x1[i], x1[order[1:]])
+        yy1 = np.maximum(y1[i], y1[order[1:]])
+        xx2 = np.minimum(x2[i], x2[order[1:]])
+        yy2 = np.minimum(y2[i], y2[order[1:]])
+        inter = np.maximum(0.0, xx2 - xx1 + 1) * np.maximum(0.0, yy2 - yy1 + 1)
+        ovr = inter / (areas[i] + areas[order[1:]] - inter)
+        order = order[np.where(ovr <= iou)[0] + 1]
+    return keep

@@ -187,3 +187,34 @@ def test_photo_without_a_face_names_the_image(case, weights, face_analysis, cont
 def test_bad_window_is_refused(case, weights, face_analysis, control_net, photo):
     with pytest.raises(ValueError, match="start_at"):
         _pair(case, weights, face_analysis, control_net, photo, start_at=0.8, end_at=0.2)
+
+
+def test_zero_identity_model_of_pd_is_the_pairs_exact_fd(case, pair, control_net):
+    """FreeCure Zero-ID Model (for peer packs whose attn2 patches pick cond/zero-identity tokens per row, as this
+    pack's own ImageTokenAttention does): applied to PD's MODEL it gives FD's MODEL exactly, on cond and uncond rows,
+    and a whole FreeCure lockstep run with it as model_fd equals the pair's."""
+    from freecure_core.comfy_bridge.zero_identity import UnconditionalRows, zero_identity_model
+    pd_model, pd_pos, pd_neg, fd_model, fd_pos, fd_neg, _, _ = pair
+    zero_fd, n = zero_identity_model(pd_model)
+    assert n == 70
+    assert all(isinstance(p, UnconditionalRows)
+               for p in zero_fd.model_options["transformer_options"]["patches_replace"]["attn2"].values())
+    assert not any(isinstance(p, UnconditionalRows)  # model_pd is untouched
+                   for p in pd_model.model_options["transformer_options"]["patches_replace"]["attn2"].values())
+    for row in (0, 1):
+        assert torch.equal(_eval(zero_fd, case, row), _eval(fd_model, case, row))
+    assert zero_identity_model(zero_fd)[1] == 70  # idempotent: wrapping twice changes nothing
+    fasa = FASAConfig(mask=case.mask((4, 4, 12, 12)), omega=1.5)
+    ref = S.sample_freecure(pd_model, fd_model, pd_pos, pd_neg, fd_pos, fd_neg, case.latent, 1, 3, 5.0, "euler",
+                            "normal", 1.0, fasa)
+    got = S.sample_freecure(pd_model, zero_fd, pd_pos, pd_neg, fd_pos, fd_neg, case.latent, 1, 3, 5.0, "euler",
+                            "normal", 1.0, fasa)
+    assert torch.equal(got[0]["samples"], ref[0]["samples"]) and torch.equal(got[1]["samples"], ref[1]["samples"])
+
+
+def test_zero_identity_model_refuses_a_model_without_identity_patches(case):
+    from freecure_core.comfy_bridge.zero_identity import zero_identity_model
+    with pytest.raises(FreeCureConflict, match="no cross-attention"):
+        zero_identity_model(case.model)
+    with pytest.raises(FreeCureConflict, match="FLUX"):
+        zero_identity_model(case.model, is_flux=True)

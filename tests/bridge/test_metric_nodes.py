@@ -41,7 +41,8 @@ def _portrait(models_root) -> torch.Tensor:
 
 
 def _u8(t: torch.Tensor, i=0) -> np.ndarray:
-    return (t[i].numpy() * 255).round().astype(np.uint8)
+    """The pixels ComfyUI's SaveImage (and the peer packs) make of an IMAGE: x 255, truncated."""
+    return (t[i].numpy() * np.float32(255)).astype(np.uint8)
 
 
 def test_loaders_list_and_load_from_comfy_folders(nodes, models_root):

@@ -41,18 +41,8 @@ def astronaut():
 
 def paint(image, cells=CELLS, net=640):
     """A copy of image with the stand-in's pure-colour squares, and the image-pixel box of each (by stride)."""
-    image = image.copy()
-    h, w = image.shape[:2]
-    scale = min(net / h, net / w)
-    sy, sx = round(h * scale) / h, round(w * scale) / w
-    boxes = {}
-    for s, (r, c) in cells.items():
-        x0, y0, x1, y1 = onnx_detector.expected_cell_box(s, r, c)
-        box = (x0 / sx, y0 / sy, x1 / sx, y1 / sy)
-        image[math.floor(box[1]):math.ceil(box[3]), math.floor(box[0]):math.ceil(box[2])] = \
-            np.array(onnx_detector.COLOURS[s]) * 255
-        boxes[s] = box
-    return image, boxes
+    image, boxes = onnx_detector.paint_cells(image, [(s, r, c) for s, (r, c) in cells.items()], (net, net))
+    return image, dict(zip(cells, boxes))
 
 
 class FakeDetector:

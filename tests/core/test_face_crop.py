@@ -232,12 +232,13 @@ def test_with_the_standin_onnx_detector(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from freecure_core.parsing.face_detect import FaceDetector, find_detector_file
-    from support.onnx_detector import write_model_pack
+    from support.onnx_detector import letterbox_scales, write_model_pack
     det = FaceDetector.load(find_detector_file(write_model_pack(tmp_path, "buffalo_l").parent))
     images, _ = framed(832, 1216, 150, 400)  # a stride-8 cell is ~15.2 image pixels
-    sx, sy = 640 / 1216, round(832 * 640 / 1216) / 832  # the content is 640 x 438 pixels in the input
-    x0, y0, x1, y1 = 8 * 40 / sx, 8 * 30 / sy, 8 * 41 / sx, 8 * 31 / sy
-    images[math.floor(y0):math.ceil(y1), math.floor(x0):math.ceil(x1)] = RED
+    # the content is 640 x 437 pixels in the input; boxes come back through insightface's one scale 437 / 832
+    sy, sx, det_scale = letterbox_scales((832, 1216))
+    images[math.floor(8 * 30 / sy):math.ceil(8 * 31 / sy), math.floor(8 * 40 / sx):math.ceil(8 * 41 / sx)] = RED
+    x0, y0, x1, y1 = (8 * v / det_scale for v in (40, 30, 41, 31))
     labels, faces = parse_with_faces(images[None], red_parser(), det.detect, crop_size=128)
     assert len(faces[0]) == 1
     np.testing.assert_allclose(faces[0][0].box, (x0, y0, x1, y1), atol=0.02)

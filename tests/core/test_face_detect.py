@@ -3,7 +3,6 @@ whose detections are known analytically (see tests/support/onnx_detector.py)."""
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -35,20 +34,12 @@ def detector(models):
 def painted(h: int, w: int, net: int = 640, cells=CELLS):
     """A black (h, w) image with one pure-colour square per stride, and the boxes the detector must return.
 
-    The letterbox scale is net / max(h, w); each square covers its stride cell's pixels scaled back to the
-    image (rounded outwards, so the cell is fully coloured after resizing).
+    The image is letterboxed as insightface does (standin.letterbox_scales); each square covers its stride
+    cell's pixels scaled back to the image, rounded outwards (so the cell is fully coloured after resizing).
     """
-    scale = min(net / h, net / w)
-    sy, sx = round(h * scale) / h, round(w * scale) / w
-    image = np.zeros((h, w, 3), np.uint8)
-    expected = {}
-    for s, (r, c) in cells.items():
-        x0, y0, x1, y1 = standin.expected_cell_box(s, r, c)
-        box = (x0 / sx, y0 / sy, x1 / sx, y1 / sy)
-        image[math.floor(box[1]):math.ceil(box[3]), math.floor(box[0]):math.ceil(box[2])] = \
-            np.array(standin.COLOURS[s]) * 255
-        expected[s] = box
-    return image, expected
+    image, boxes = standin.paint_cells(np.zeros((h, w, 3), np.uint8), [(s, r, c) for s, (r, c) in cells.items()],
+                                       (net, net))
+    return image, dict(zip(cells, boxes))
 
 
 def _by_size(faces):

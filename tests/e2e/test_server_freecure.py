@@ -235,6 +235,10 @@ def test_sampler_node_shows_the_fasa_account(runs, name, mode):
 @pytest.mark.e2e
 def test_guider_node_shows_the_fasa_account(comfy_server):
     prompt = _small("freecure_custom_sampler", comfy_server, "freecure_e2e/guider_account")
+    seed = next(_seeds)  # a new seed: sampling runs, not a cached result of the runs fixture's prompt
+    for nid in wu.nodes_of(prompt, "RandomNoise"):
+        prompt[nid]["inputs"]["noise_seed"] = seed
+    assert wu.nodes_of(prompt, "RandomNoise")
     entry, texts = _progress_texts(comfy_server, prompt)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-3000:]
     guider = wu.only_node(prompt, "FreeCureGuider")

@@ -18,9 +18,12 @@ rare, so a photo without painted squares gives no detections.
     build_standin_detector(path, dynamic=False, with_kps=True, order="grouped", batch_dim=False)
     write_model_pack(root, name) -> path of <root>/insightface/models/<name>/<detector file>
     expected_cell_box(stride, row, col) -> (x0, y0, x1, y1) in network pixels
+    letterbox_scales((H, W), (h, w)) -> (resize scale y, resize scale x, insightface's det_scale)
+    paint_cells(image, [(stride, row, col), ...], (h, w)) -> painted copy, boxes in image pixels
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,40 @@ PACK_FILES = {"antelopev2": "scrfd_10g_bnkps.onnx", "buffalo_l": "det_10g.onnx"}
 def expected_cell_box(stride: int, row: int, col: int) -> tuple[float, float, float, float]:
     """Anchor 0's decoded box for cell (row, col) of a stride, in network pixels."""
     return (col * stride, row * stride, (col + 1) * stride, (row + 1) * stride)
+
+
+def letterbox_scales(image_hw, net_hw=(SIZE, SIZE)) -> tuple[float, float, float]:
+    """(new_h / H, new_w / W, det_scale) of insightface's SCRFD letterbox of an (H, W) image into an (h, w) input.
+
+    insightface fits the image into the input keeping its aspect ratio, truncating the other side with int(),
+    and maps detections back with one scale, det_scale = new_h / H, for both axes. Written out here on its own
+    (not taken from the pack) so that the decoding tests do not check the pack against itself.
+    """
+    h, w = image_hw
+    net_h, net_w = net_hw
+    if h / w > net_h / net_w:
+        new_h, new_w = net_h, int(net_h / (h / w))
+    else:
+        new_h, new_w = int(net_w * (h / w)), net_w
+    return new_h / h, new_w / w, new_h / h
+
+
+def paint_cells(image, cells, net_hw=(SIZE, SIZE)):
+    """(painted copy, boxes): an RGB uint8 image with the stand-in's square on each (stride, row, col) cell.
+
+    Cells are those of a net_hw input; each box is the cell's anchor-0 box (x0, y0, x1, y1) in image pixels as
+    insightface reports it: the cell divided by det_scale (see letterbox_scales). The square covers the cell
+    scaled back by the real resize factors, rounded outwards (so the cell is fully coloured after resizing).
+    """
+    image = np.array(image, dtype=np.uint8, copy=True)
+    sy, sx, det_scale = letterbox_scales(image.shape[:2], net_hw)
+    boxes = []
+    for s, r, c in cells:
+        x0, y0, x1, y1 = expected_cell_box(s, r, c)
+        image[math.floor(y0 / sy):math.ceil(y1 / sy), math.floor(x0 / sx):math.ceil(x1 / sx)] = \
+            np.array(COLOURS[s]) * 255
+        boxes.append((x0 / det_scale, y0 / det_scale, x1 / det_scale, y1 / det_scale))
+    return image, boxes
 
 
 def _const(name: str, array) -> onnx.TensorProto:
