@@ -3,22 +3,29 @@ register the same node names), with random-weight files in the ports' own layout
 (tests/support/peer_flux_models.py: a 3072-wide FLUX with one double block, the PuLID-FLUX file, EVA02-CLIP-L,
 facexlib's RetinaFace and parsing nets, antelopev2 stand-ins, a reference image with the blue "face" square).
 
-lldacing/ComfyUI_PuLID_Flux_ll, Apply PuLID Flux on model_pd only (model_fd = the plain FLUX MODEL):
+lldacing/ComfyUI_PuLID_Flux_ll (pinned snapshot ba90657, April 2025), Apply PuLID Flux on model_pd only (model_fd =
+the plain FLUX MODEL):
 
-* a plain-sampler probe first: KSampler on the port's MODEL. Where it fails (the port's forward_orig does not take
-  what this ComfyUI passes), the port cannot sample here by itself and the FreeCure tests skip with that error;
+* the pinned port alone: KSampler on its MODEL; recorded, and where it fails it must be a TypeError calling one of
+  the port's functions with an argument it predates (0.3.75: its OUTER_SAMPLE wrapper and ``latent_shapes``; 0.33:
+  also its forward_orig and ``timestep_zero_index``);
+* the probe: the same with tests/e2e_pulid_flux_pack's adapter after Apply (passes ``latent_shapes`` around the
+  port's wrapper, as upstream's later fix does). Where even that cannot sample, the FreeCure tests skip with the
+  error, and FreeCure on the port's MODEL must fail too (recorded);
+* peer_nodes.PULID_FLUX equals the real port's /object_info, and workflows/api/freecure_peer_pulid_flux.json is the
+  UI workflow converted with it;
 * the port really patched PD: its plain PD latent differs from the plain model's;
 * FD (FreeCure Foundation Sampler on model_fd) equals a plain KSampler on model_fd;
 * an empty mask: FreeCure Sampler's PD is bit-identical to a plain KSampler on the port's MODEL, and its text says
   FASA did not run;
-* a mask: FreeCure Sampler's text says FASA ran at every expected (step, block) place (steps x chosen blocks;
-  each of them one attention call) and the PD latent differs from the empty-mask one.
+* a mask: FreeCure Sampler's text says FASA ran at every expected (step, block) place (steps x chosen blocks, one
+  attention call each) and the PD latent differs from the empty-mask one.
 
 balazik/ComfyUI-PuLID-Flux (its Apply node replaces forward_orig on the loaded model itself): the port's own plain
-sampling after its Apply is recorded (it fails on current ComfyUI), and FreeCure refuses such a model with an error
-naming the port instead of failing with a TypeError inside the port's code.
+sampling after its Apply is recorded (it fails on 0.3.75 and 0.33, also on the plain MODEL it patched in place), and
+FreeCure refuses such a model with an error naming the port instead of failing with a TypeError inside it.
 
-Timings (server start, model writing) are printed with -s.
+Timings (model writing, server start, each prompt) and the recorded outcomes are printed with -s.
 """
 from __future__ import annotations
 
@@ -356,6 +363,17 @@ class TestLldacing:
         assert lat["12"].shape == (1, 16, H_PX // 8, W_PX // 8) and np.isfinite(lat["12"]).all()
         assert not np.array_equal(lat["12"], lat["13"]), "Apply PuLID Flux did not change PD (no face found?)"
         assert "No face" not in lldacing.log_text()
+
+    def test_the_eva_file_holds_every_visual_weight(self, lldacing, plain):
+        """The EVA-CLIP checkpoint is loaded with strict=False: the port's log of missing keys may name only the
+        text tower, logit_scale and the RoPE tables (computed), so no visual weight keeps an unseeded init."""
+        import ast
+        lines = [line for line in lldacing.log_text().splitlines()
+                 if line.startswith("incompatible_keys.missing_keys:")]
+        assert lines, "the port did not log the EVA-CLIP load"
+        missing = ast.literal_eval(lines[0].split(":", 1)[1].strip())
+        stray = [k for k in missing if not (k.startswith("text.") or k == "logit_scale" or ".freqs_" in k)]
+        assert not stray, stray
 
     def test_fd_is_a_plain_sampler_on_model_fd(self, freecure_runs):
         for kind in ("empty", "mask"):

@@ -284,10 +284,12 @@ def hf_cache(hf_home, eva_path) -> pathlib.Path:
 # any colour that is not strongly blue) read 3 px down and right of each stride-2 position (the 7x7 conv's corner
 # tap); every bottleneck's residual branch is switched off (bn3 = 0) and the downsampling 1x1 convs pass channel 0
 # on, so after the max pool the stride-32 map (layer4) holds the indicator's max over pixels 32 u + 1 .. 32 u + 5
-# (rows and columns): inside one 32-aligned cell only. FPN passes only that level on (the top-down merges are zero), SSH3 keeps
-# channel 0, and only stride 32's anchor 0 (256 px prior) can score: face logit 20 * indicator - 10. The cell
-# square FACE_SQUARE therefore fires exactly one anchor, centred on it; its box and five landmarks come from the
-# heads' biases: a square box of FACE_BOX_PX and the landmarks below (pixels from the box centre).
+# (rows and columns): inside one 32-aligned cell only. FPN passes only that level on (the top-down merges are
+# zero), SSH3 keeps channel 0, and only stride 32's anchor 0 (256 px prior) can score: face logit
+# 20 * indicator - 10. The cell square FACE_SQUARE therefore fires exactly one anchor, centred on it (score
+# 0.99995 > facexlib's 0.97; nothing else reaches 1e-4); its box and five landmarks come from the heads' biases: a
+# square box of FACE_BOX_PX and the landmarks below (pixels from the box centre), checked by
+# tests/core/test_peer_flux_models.py.
 FACE_BOX_PX = 32.0
 FACE_LANDMARKS_PX = ((-6.0, -4.0), (6.0, -4.0), (0.0, 2.0), (-5.0, 8.0), (5.0, 8.0))  # eyes, nose, mouth corners
 _BLUE_SCALE, _BLUE_THRESHOLD = 91.0, 300.0
