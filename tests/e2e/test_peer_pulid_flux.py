@@ -368,10 +368,10 @@ class TestLldacing:
         """The EVA-CLIP checkpoint is loaded with strict=False: the port's log of missing keys may name only the
         text tower, logit_scale and the RoPE tables (computed), so no visual weight keeps an unseeded init."""
         import ast
-        lines = [line for line in lldacing.log_text().splitlines()
-                 if line.startswith("incompatible_keys.missing_keys:")]
+        marker = "incompatible_keys.missing_keys:"  # 0.33 prefixes its log lines with a coloured [INFO]
+        lines = [line for line in lldacing.log_text().splitlines() if marker in line]
         assert lines, "the port did not log the EVA-CLIP load"
-        missing = ast.literal_eval(lines[0].split(":", 1)[1].strip())
+        missing = ast.literal_eval(lines[0].split(marker, 1)[1].strip())
         stray = [k for k in missing if not (k.startswith("text.") or k == "logit_scale" or ".freqs_" in k)]
         assert not stray, stray
 
