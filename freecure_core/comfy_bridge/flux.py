@@ -75,28 +75,40 @@ def block_counts(model_patcher) -> tuple[int, int]:
 
 
 def check_forward_orig(model_patcher, name: str) -> None:
-    """FreeCureConflict when another node left this FLUX model a replaced ``forward_orig`` that cannot take the
-    ``transformer_options`` ComfyUI passes to it (the balazik PuLID-FLUX port's Apply node does): sampling would
-    fail with a TypeError from inside that node's code."""
+    """FreeCureConflict when another node left this FLUX model a replaced ``forward_orig`` that cannot take arguments
+    this ComfyUI's own ``forward_orig`` takes (``transformer_options``; ``timestep_zero_index`` on newer versions):
+    it was written for another ComfyUI, and sampling would fail with a TypeError from inside that node's code. The
+    balazik PuLID-FLUX port leaves such a loop on the model; the lldacing port's April 2025 release swaps one in while
+    it samples on ComfyUI 0.33."""
     dm = model_patcher.model.diffusion_model
     replaced = dm.__dict__.get("forward_orig")
     if replaced is None:
         return
     try:
         params = inspect.signature(replaced).parameters
+        stock = list(inspect.signature(type(dm).forward_orig).parameters)[1:]
     except (TypeError, ValueError):
         return
-    if "transformer_options" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    missing = [n for n in stock if n not in params]
+    if not missing:
         return
     fn = getattr(replaced, "__func__", replaced)
     where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
-    port = (" This is what balazik/ComfyUI-PuLID-Flux's 'Apply PuLID Flux' leaves on the model; that port cannot "
-            "sample on this ComfyUI at all, with or without FreeCure. Use lldacing/ComfyUI_PuLID_Flux_ll (which works "
-            "with FreeCure) instead,") if "pulid" in where.lower() else " Remove that node,"
+    lowered = where.lower()
+    if "pulid_flux_ll" in lowered:
+        advice = (" This is the lldacing/ComfyUI_PuLID_Flux_ll port's loop: update the port to a release made for this "
+                  "ComfyUI.")
+    elif "pulid" in lowered:
+        advice = (" This is what balazik/ComfyUI-PuLID-Flux's 'Apply PuLID Flux' leaves on the model; that port cannot "
+                  "sample on this ComfyUI at all, with or without FreeCure. Use a current lldacing/ComfyUI_PuLID_Flux_ll "
+                  "instead, and reload the checkpoint (the replacement stays on the loaded model).")
+    else:
+        advice = " Update or remove that node, and reload the checkpoint if the replacement stays on the loaded model."
     raise FreeCureConflict(
-        f"FreeCure FLUX: {name}'s forward_orig was replaced by {where}, which does not accept the transformer_options "
-        f"argument this ComfyUI passes, so sampling would fail inside it.{port} and reload the checkpoint (the "
-        f"replacement stays on the loaded model).")
+        f"FreeCure FLUX: {name}'s forward_orig was replaced by {where}, which does not accept "
+        f"{', '.join(missing)} (arguments this ComfyUI's FLUX forward takes), so sampling would fail inside it.{advice}")
 
 
 def _cond_rows(transformer_options: dict, batch: int) -> list[int]:

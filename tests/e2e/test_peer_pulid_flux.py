@@ -11,7 +11,8 @@ the plain FLUX MODEL):
   also its forward_orig and ``timestep_zero_index``);
 * the probe: the same with tests/e2e_pulid_flux_pack's adapter after Apply (passes ``latent_shapes`` around the
   port's wrapper, as upstream's later fix does). Where even that cannot sample, the FreeCure tests skip with the
-  error, and FreeCure on the port's MODEL must fail too (recorded);
+  error, and FreeCure on the port's MODEL must refuse it by name (the argument its loop lacks), not fail with the
+  port's TypeError;
 * peer_nodes.PULID_FLUX equals the real port's /object_info, and workflows/api/freecure_peer_pulid_flux.json is the
   UI workflow converted with it;
 * the port really patched PD: its plain PD latent differs from the plain model's;
@@ -355,6 +356,10 @@ class TestLldacing:
               + (_describe_error(err) if err else entry["status"]["status_str"]))
         assert err is not None and err["node_type"] in ("FreeCureFoundationSampler", "FreeCureSampler"), \
             entry["status"]
+        # not the port's TypeError from inside FreeCure's sampling: refused by name, with the argument it lacks
+        assert err["exception_type"] != "TypeError", _describe_error(err)
+        assert "lldacing/ComfyUI_PuLID_Flux_ll" in err["exception_message"], _describe_error(err)
+        assert "does not accept" in err["exception_message"], _describe_error(err)
 
     def test_the_port_really_patches_pd(self, lldacing, plain):
         lat, why = plain
