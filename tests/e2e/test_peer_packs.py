@@ -33,8 +33,10 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import test_server_freecure as tsf  # noqa: E402
 import workflow_utils as wu  # noqa: E402
+from make_peer_models import PORTRAIT, SDXL_CKPT  # noqa: E402
+from support import peer_models  # noqa: E402
 
-SDXL_CKPT, PORTRAIT, PARSER = "tiny_sdxl.safetensors", "astronaut_640.png", "tiny_bisenet.safetensors"
+PARSER = "tiny_bisenet.safetensors"
 SIZE, STEPS = 64, 3
 PACK = {"freecure_peer_instantid": "ComfyUI_InstantID", "freecure_peer_pulid": "PuLID_ComfyUI",
         "freecure_peer_faceid": "ComfyUI_IPAdapter_plus"}
@@ -63,6 +65,17 @@ def _text(entry: dict, node_id: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ end to end
+def _expected_attn2_keys(name: str) -> set[str]:
+    """The attn2 replace keys each pack sets on an SDXL UNet (str of (block, id, transformer index)): input blocks
+    4, 5, 7, 8 and output blocks 0-5 (60 layers), then 10 in the middle block. PuLID and IP-Adapter key the middle
+    block as ("middle", 1, i), which ComfyUI never looks up (its middle block is ("middle", 0)), so their middle
+    layers get no identity; InstantID's split patch node uses ("middle", 0, i)."""
+    keys = [(kind, block, i) for kind, block, depth in peer_models.SDXL_ADAPTER_BLOCKS if kind != "middle"
+            for i in range(depth)]
+    middle = 0 if name == "freecure_peer_instantid" else 1
+    return {str(k) for k in keys + [("middle", middle, i) for i in range(10)]}
+
+
 @pytest.fixture(scope="module")
 def runs(comfy_peer_server):
     """Each peer workflow run once as shipped (shrunk), with a patch report on FreeCure Sampler's model_pd."""
@@ -88,17 +101,18 @@ def test_peer_workflow_runs_with_the_real_pack_patching_pd(comfy_peer_server, ru
     assert px.shape == (SIZE, SIZE, 3), px.shape
     patches = _text(entry, report)
     attn2 = patches["patches_replace"].get("attn2", {})
-    assert len(attn2) == 70, sorted(attn2)
+    assert set(attn2) == _expected_attn2_keys(name), sorted(attn2)
     modules = set(attn2.values())
     assert len(modules) == 1 and PACK[name] in modules.pop(), attn2
+    assert set(patches["patches_replace"]) == {"attn2"}, patches  # no attn1 replace: nothing FreeCure must refuse
+    assert patches["weight_patches"] == (560 if name == "freecure_peer_faceid" else 0), patches
     if name == "freecure_peer_instantid":
         previews = [i for i in tsf._images(comfy_peer_server, entry) if i["type"] == "temp"]
         assert (640, 640, 3) in {tsf._view_pixels(comfy_peer_server, i).shape for i in previews}
     if name == "freecure_peer_pulid":
         assert "No faces detected" not in log and "No face detected" not in log, log[-3000:]
-    if name == "freecure_peer_faceid":
-        assert "lora key not loaded" not in log, log[-3000:]
-        assert patches["weight_patches"] > 0, patches  # the unified loader's FaceID LoRA
+    if name == "freecure_peer_faceid":  # the unified loader's FaceID LoRA: 8 projections x 70 blocks, all used
+        assert "lora key not loaded" not in log and "missing clip vision" not in log, log[-3000:]
 
 
 # ------------------------------------------------------------------------------------------ FreeCure vs plain
@@ -173,3 +187,6 @@ def test_full_mask_fasa_changes_pd(latents, name):
         change = float(np.abs(full[label] - empty[label]).max())
         assert change > 0, f"{label}: a full mask left PD unchanged (FASA did not run)"
     assert not np.array_equal(full["replay_pd"], full["plain_pd"])
+    # replay (stage 1's record) and lockstep (FD sampled alongside) give the same PD on the pack's model
+    assert np.allclose(full["replay_pd"], full["lock_pd"], rtol=0, atol=5e-3), \
+        float(np.abs(full["replay_pd"] - full["lock_pd"]).max())
