@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import peer_nodes  # noqa: E402
 import test_server_freecure as tsf  # noqa: E402
 import workflow_utils as wu  # noqa: E402
 from make_peer_models import PORTRAIT, SDXL_CKPT  # noqa: E402
@@ -40,8 +41,6 @@ from support import peer_models  # noqa: E402
 
 PARSER = "tiny_bisenet.safetensors"
 SIZE, STEPS = 64, 3
-PACK = {"freecure_peer_instantid": "ComfyUI_InstantID", "freecure_peer_pulid": "PuLID_ComfyUI",
-        "freecure_peer_faceid": "ComfyUI_IPAdapter_plus"}
 SAMPLER_KEYS = ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise")
 
 pytestmark = pytest.mark.e2e
@@ -105,14 +104,15 @@ def test_peer_workflow_runs_with_the_real_pack_patching_pd(comfy_peer_server, ru
     attn2 = patches["patches_replace"].get("attn2", {})
     assert set(attn2) == _expected_attn2_keys(name), sorted(attn2)
     modules = set(attn2.values())
-    assert len(modules) == 1 and PACK[name] in modules.pop(), attn2
+    # one patch class, from the pack (ComfyUI names a custom node's modules by its folder's path)
+    assert len(modules) == 1 and peer_nodes.PACKS[name] in modules.pop(), attn2
     assert set(patches["patches_replace"]) == {"attn2"}, patches  # no attn1 replace: nothing FreeCure must refuse
     assert patches["weight_patches"] == (560 if name == "freecure_peer_faceid" else 0), patches
     if name == "freecure_peer_instantid":
         previews = [i for i in tsf._images(comfy_peer_server, entry) if i["type"] == "temp"]
         assert (640, 640, 3) in {tsf._view_pixels(comfy_peer_server, i).shape for i in previews}
-    if name == "freecure_peer_pulid":
-        assert "No faces detected" not in log and "No face detected" not in log, log[-3000:]
+    if name == "freecure_peer_pulid":  # pulid.py's messages when insightface finds no face
+        assert "pulid warning" not in log and "Warning: No face detected in image" not in log, log[-3000:]
     if name == "freecure_peer_faceid":  # the unified loader's FaceID LoRA: 8 projections x 70 blocks, all used
         assert "lora key not loaded" not in log and "missing clip vision" not in log, log[-3000:]
 
