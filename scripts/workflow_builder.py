@@ -27,8 +27,9 @@ is the same kind of graph inside ``definitions.subgraphs[0]`` (links as objects,
 nodes as ids -10 and -20), with one node of that subgraph's type as the file's only top-level node.
 
 Socket signatures come from ``SOCKETS`` below (written from the nodes' declarations: nodes/*.py for FreeCure,
-ComfyUI's nodes, tests/e2e/peer_nodes.py for the peer packs). tests/e2e/test_workflows_identity.py checks every
-workflow against the server's /object_info; regenerate the API copies in workflows/api/ after a change with
+ComfyUI's nodes, the packs' sources for the peer packs). tests/e2e/test_workflows_identity.py checks every
+workflow against the server's /object_info (the peer workflows against a server with the packs installed);
+regenerate the API copies in workflows/api/ after a change with
 ``FREECURE_WRITE_API_WORKFLOWS=1 .venv/bin/python -m pytest -q tests/e2e/test_workflows_identity.py``.
 """
 from __future__ import annotations

@@ -281,60 +281,127 @@ def _shut_down(server: ComfyServer) -> None:
     server.log_file.close()
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
-    """Start ``main.py --cpu`` with this repo and tests/e2e_pack as custom nodes."""
-    pytest.importorskip("requests")
-    from support.comfy_env import comfy_root
+# the e2e servers' custom nodes: FreeCure, the test-only pack (tiny model configs, marker) and the probe pack
+BASE_NODES = {"comfyui-freecure": REPO_ROOT, "zz_freecure_e2e": TESTS_DIR / "e2e_pack",
+              "zz_freecure_e2e_probe": TESTS_DIR / "e2e_probe_pack"}
+MODEL_FOLDERS = ("checkpoints", "face_parsing", "insightface", "controlnet", "instantid", "photomaker",
+                 "diffusion_models")
 
+
+def _comfy_root_or_fail() -> pathlib.Path:
+    from support.comfy_env import comfy_root
     root = comfy_root()
     if not (root / "main.py").is_file():
         pytest.fail(f"ComfyUI not found at {root} (set COMFYUI_PATH or run scripts/bootstrap.sh)")
+    return root
 
-    tmp = tmp_path_factory.mktemp("comfy_e2e")
-    nodes_dir = tmp / "custom_nodes"
-    ckpt_dir = tmp / "models" / "checkpoints"
-    for d in (nodes_dir, ckpt_dir, tmp / "input"):
+
+def _server_base(tmp_path_factory, name: str, nodes: dict, folders=MODEL_FOLDERS) -> pathlib.Path:
+    """A fresh folder for a server: custom_nodes/ holding a symlink per ``nodes`` entry (name -> folder),
+    models/checkpoints/, input/ and an extra_model_paths.yaml naming custom_nodes and models/<folder> for each of
+    ``folders``."""
+    tmp = tmp_path_factory.mktemp(name)
+    for d in (tmp / "custom_nodes", tmp / "models" / "checkpoints", tmp / "input"):
         d.mkdir(parents=True, exist_ok=True)
-    (nodes_dir / "comfyui-freecure").symlink_to(REPO_ROOT, target_is_directory=True)
-    (nodes_dir / "zz_freecure_e2e").symlink_to(TESTS_DIR / "e2e_pack", target_is_directory=True)
-    (nodes_dir / "zz_freecure_e2e_probe").symlink_to(TESTS_DIR / "e2e_probe_pack", target_is_directory=True)
-
-    env = _server_env(root)
-    yaml_path = tmp / "extra_model_paths.yaml"
-    yaml_path.write_text(
+    for link, target in nodes.items():
+        (tmp / "custom_nodes" / link).symlink_to(target, target_is_directory=True)
+    (tmp / "extra_model_paths.yaml").write_text(
         "freecure_e2e:\n"
         f"    base_path: {json.dumps(str(tmp))}\n"
-        "    custom_nodes: custom_nodes\n"
-        "    checkpoints: models/checkpoints\n"
-        "    face_parsing: models/face_parsing\n"
-        "    insightface: models/insightface\n"
-        "    controlnet: models/controlnet\n"
-        "    instantid: models/instantid\n"
-        "    photomaker: models/photomaker\n"
-        "    diffusion_models: models/diffusion_models\n")
+        "    custom_nodes: custom_nodes\n" + "".join(f"    {f}: models/{f}\n" for f in folders))
+    return tmp
 
+
+def _make_models(env: dict, script: str, *args) -> str:
+    """Run tests/e2e/<script> with args (a model writer); fails the test session when it fails. Returns its stdout."""
+    make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / script), *map(str, args)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    if make.returncode != 0:
+        pytest.fail(f"{script} failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
+    return make.stdout
+
+
+def _serve(root: pathlib.Path, tmp: pathlib.Path, env: dict, makers, extra_args=()):
+    """Start a server on ``tmp`` (not waiting), run the model writers ``makers`` ((script, *args) each) while it
+    boots (it lists model files per request, not at start-up), wait until it is ready, yield it, shut it down.
+    Each writer's stdout is kept in ``server.made``."""
     t0 = time.monotonic()
-    server = _launch_server(root, tmp, tmp, env)
+    server = _launch_server(root, tmp, tmp, env, extra_args=extra_args)
     try:
-        # The checkpoint is written while the server boots (it lists checkpoints
-        # per request, not at start-up); both must be done before tests run.
-        make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / "make_ckpt.py"), str(ckpt_dir / CKPT_NAME)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        if make.returncode != 0:
-            pytest.fail(f"make_ckpt.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
-        make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / "make_parsing_models.py"), str(tmp)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        if make.returncode != 0:
-            pytest.fail(f"make_parsing_models.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
-        make = subprocess.run([sys.executable, str(TESTS_DIR / "e2e" / "make_identity_models.py"), str(tmp)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        if make.returncode != 0:
-            pytest.fail(f"make_identity_models.py failed ({make.returncode}):\n{make.stdout}\n{make.stderr}")
+        server.made = {m[0]: _make_models(env, *m) for m in makers}
         _wait_ready(server, t0)
         yield server
     finally:
         _shut_down(server)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """Start ``main.py --cpu`` with this repo and tests/e2e_pack as custom nodes."""
+    pytest.importorskip("requests")
+    root = _comfy_root_or_fail()
+    tmp = _server_base(tmp_path_factory, "comfy_e2e", BASE_NODES)
+    yield from _serve(root, tmp, _server_env(root), [
+        ("make_ckpt.py", tmp / "models" / "checkpoints" / CKPT_NAME),
+        ("make_parsing_models.py", tmp), ("make_identity_models.py", tmp)])
+
+
+# ----------------------------------------------------------------------------- e2e server with the peer packs
+PEERS_DIR = REPO_ROOT / ".peers"  # unmodified snapshots of the packs, unpacked by scripts/bootstrap.sh
+PEER_PACKS = ("ComfyUI_InstantID", "PuLID_ComfyUI", "ComfyUI_IPAdapter_plus")
+# top-level names only: find_spec of a submodule imports its package (insightface.app imports albumentations, which
+# asks pypi.org for its latest version at import unless NO_ALBUMENTATIONS_UPDATE=1)
+PEER_IMPORTS = ("insightface", "albumentations", "facexlib", "ftfy", "timm", "onnxruntime")
+PEER_FOLDERS = MODEL_FOLDERS + ("pulid", "ipadapter", "clip_vision", "loras")
+
+
+def peer_packs_missing() -> str | None:
+    """Why the peer packs cannot be installed into a test server (None when they can)."""
+    import importlib.util
+    missing = [p for p in PEER_PACKS if not (PEERS_DIR / p / "__init__.py").is_file()]
+    if missing:
+        return f"peer packs not unpacked in {PEERS_DIR}: {', '.join(missing)} (scripts/bootstrap.sh unpacks them)"
+    absent = []
+    for name in PEER_IMPORTS:
+        try:
+            if importlib.util.find_spec(name) is None:
+                absent.append(name)
+        except ImportError:
+            absent.append(name)
+    if absent:
+        return f"the peer packs' imports are not installed: {', '.join(absent)} (requirements-peers.txt)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def comfy_peer_server(tmp_path_factory):
+    """A server like ``comfy_server`` with cubiq's ComfyUI_InstantID, PuLID_ComfyUI and ComfyUI_IPAdapter_plus
+    installed for real (symlinked from .peers/) and random model files in their layouts (tests/e2e/
+    make_peer_models.py, written once per session). The packs read ``folder_paths.models_dir`` directly
+    (insightface), so the server's --base-directory is the temp folder; HF_HOME (EVA-CLIP in the hub cache layout)
+    and facexlib's weight folder (tests/e2e_pack) point into it too. NO_ALBUMENTATIONS_UPDATE=1: importing
+    insightface.app imports albumentations, which otherwise asks pypi.org for its latest version. Skipped, saying why, without .peers/ or the
+    packs' imports; fails when a pack does not import."""
+    pytest.importorskip("requests")
+    reason = peer_packs_missing()
+    if reason:
+        pytest.skip(reason)
+    root = _comfy_root_or_fail()
+    tmp = _server_base(tmp_path_factory, "comfy_peers", {**BASE_NODES, **{p: PEERS_DIR / p for p in PEER_PACKS}},
+                       PEER_FOLDERS)
+    env = dict(_server_env(root), HF_HOME=str(tmp / "hf_home"), HF_HUB_CACHE=str(tmp / "hf_home" / "hub"),
+               FREECURE_E2E_FACEXLIB_ROOT=str(tmp / "facexlib_root"), NO_ALBUMENTATIONS_UPDATE="1")
+    serving = _serve(root, tmp, env, [("make_peer_models.py", tmp)], extra_args=("--base-directory", str(tmp)))
+    server = next(serving)
+    try:
+        info = server.object_info()
+        absent = [n for n in ("InstantIDAttentionPatch", "ApplyPulid", "IPAdapterFaceID") if n not in info]
+        if absent:
+            pytest.fail(f"peer packs did not load (no {absent} in /object_info):\n{server.log_tail(120)}")
+        server.checkpoint = "tiny_sdxl.safetensors"
+        yield server
+    finally:
+        serving.close()
 
 
 @pytest.fixture(scope="session")

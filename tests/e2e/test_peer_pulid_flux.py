@@ -13,7 +13,7 @@ the plain FLUX MODEL):
   port's wrapper, as upstream's later fix does). Where even that cannot sample, the FreeCure tests skip with the
   error, and FreeCure on the port's MODEL must refuse it by name (the argument its loop lacks), not fail with the
   port's TypeError;
-* peer_nodes.PULID_FLUX equals the real port's /object_info, and workflows/api/freecure_peer_pulid_flux.json is the
+* the workflow's port nodes are the real port's (served from its module), and workflows/api/freecure_peer_pulid_flux.json is the
   UI workflow converted with it;
 * the port really patched PD: its plain PD latent differs from the plain model's;
 * FD (FreeCure Foundation Sampler on model_fd) equals a plain KSampler on model_fd;
@@ -305,18 +305,16 @@ WORKFLOW = "freecure_peer_pulid_flux"
 
 
 class TestLldacing:
-    def test_peer_node_entries_are_the_real_ports(self, lldacing):
-        """tests/e2e/peer_nodes.py's hand-written entries (used to convert the workflow without the port) are what
-        the real port serves, its hidden unique_id aside."""
+    def test_the_workflows_port_nodes_are_the_ports_own(self, lldacing):
+        """The port's nodes in the workflow are exactly the ones tests/e2e/peer_nodes.py reads from its source, and
+        this server (the real port installed) serves them from the port's module."""
         import peer_nodes
-        for name, entry in peer_nodes.PULID_FLUX.items():
-            real = lldacing.object_info(name)
-            assert real is not None, name
-            for key, value in entry.items():
-                got = real[key]
-                if key in ("input", "input_order"):
-                    got = {k: v for k, v in got.items() if k != "hidden"}
-                assert got == value, (name, key, got, value)
+        types = wu.node_types(wu.load_ui(WORKFLOW)) - wu.FRONTEND_ONLY
+        pack = peer_nodes.workflow_pack_nodes(WORKFLOW, types)
+        assert pack, "the workflow uses the port's nodes"
+        module = peer_nodes.python_module(peer_nodes.PACKS[WORKFLOW])
+        info = lldacing.object_info()
+        assert {t for t in types if info[t]["python_module"] == module} == pack, module
 
     def test_workflow_api_copy_with_the_real_port(self, lldacing):
         """workflows/api/freecure_peer_pulid_flux.json is the UI workflow converted with the real port's and this

@@ -7,12 +7,14 @@ cubiq's InstantID, PuLID and IP-Adapter FaceID) against a real headless ComfyUI 
   documented in the README;
 * server: every node type of the built-in workflows exists in /object_info, and the API copy in workflows/api/
   equals the UI workflow converted with it (regenerate with FREECURE_WRITE_API_WORKFLOWS=1);
-* peer workflows: the same with tests/e2e/peer_nodes.py merged in, and the peer nodes are the only types the
-  server lacks;
+* peer workflows: the same against a server with the real packs installed (conftest ``comfy_peer_server``; skipped
+  without .peers/), whose /object_info names the pack as each peer node's module; on the plain server the pack's
+  nodes (read from its source, tests/e2e/peer_nodes.py) are exactly the types it lacks;
 * every link's type is the producer's output type and one the consumer input accepts; combo values are options
   of their combo (file names excepted: those are the user's files).
 
-Running the workflows is done elsewhere (tests/e2e/test_server_instantid*.py and friends).
+Running the workflows is done elsewhere (tests/e2e/test_server_instantid*.py and friends; the peer workflows in
+tests/e2e/test_peer_packs.py).
 """
 from __future__ import annotations
 
@@ -226,10 +228,13 @@ def object_info(comfy_server):
 
 
 @pytest.fixture(scope="module")
-def merged_info(object_info):
-    clash = set(peer_nodes.PEER_NODES) & set(object_info)
-    assert not clash, f"the e2e server has peer nodes {clash}; peer_nodes.py would hide their real /object_info"
-    return {**object_info, **peer_nodes.object_info()}
+def peer_object_info(comfy_peer_server):
+    return comfy_peer_server.object_info()
+
+
+def _info_for(request, name: str) -> dict:
+    """The /object_info to check a workflow against: the peer-pack server's for the peer workflows."""
+    return request.getfixturevalue("peer_object_info" if name in wu.PEER_WORKFLOW_NAMES else "object_info")
 
 
 def _check_api_copy(name: str, info: dict) -> dict:
@@ -300,19 +305,32 @@ def _check_types(name: str, info: dict) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", wu.PEER_WORKFLOW_NAMES + wu.PEER_FLUX_WORKFLOW_NAMES)
-def test_peer_api_copy_equals_converted_ui_workflow(object_info, merged_info, name):
+def test_plain_server_lacks_exactly_the_peer_packs_nodes(object_info, name):
     types = wu.node_types(wu.load_ui(name)) - wu.FRONTEND_ONLY
-    missing = {t for t in types if t not in object_info}
-    assert missing == set(peer_nodes.PACKS[name]) & types, "only the peer pack's nodes may be missing"
-    assert missing, "a peer workflow uses its pack's nodes"
-    assert set(peer_nodes.PACKS[name]) <= types, "every peer entry of this pack is used by its workflow"
-    _check_api_copy(name, merged_info)
+    pack = peer_nodes.workflow_pack_nodes(name, types)
+    if pack is None:
+        pytest.skip(f"{peer_nodes.PACKS[name]} is not in {peer_nodes.PEERS_DIR} (scripts/bootstrap.sh unpacks it)")
+    assert pack, "a peer workflow uses its pack's nodes"
+    assert not pack & set(object_info), f"the plain e2e server has {peer_nodes.PACKS[name]} nodes"
+    assert {t for t in types if t not in object_info} == pack, "only the peer pack's nodes may be missing"
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", NAMES + wu.PEER_FLUX_WORKFLOW_NAMES)
-def test_link_and_socket_types_match_object_info(merged_info, name):
-    _check_types(name, merged_info)
+@pytest.mark.parametrize("name", wu.PEER_WORKFLOW_NAMES)
+def test_peer_api_copy_equals_converted_ui_workflow(peer_object_info, name):
+    types = wu.node_types(wu.load_ui(name)) - wu.FRONTEND_ONLY
+    missing = {t for t in types if t not in peer_object_info}
+    assert not missing, f"node types not in the peer server's /object_info: {missing}"
+    module = peer_nodes.python_module(peer_nodes.PACKS[name])
+    pack = peer_nodes.workflow_pack_nodes(name, types)
+    assert pack and {t for t in types if peer_object_info[t]["python_module"] == module} == pack, module
+    _check_api_copy(name, peer_object_info)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", NAMES)
+def test_link_and_socket_types_match_object_info(request, name):
+    _check_types(name, _info_for(request, name))
 
 
 def test_flux_workflow_wiring():

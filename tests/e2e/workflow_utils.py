@@ -38,8 +38,8 @@ PEER_WORKFLOW_NAMES = ("freecure_peer_instantid", "freecure_peer_pulid", "freecu
 APG_WORKFLOW_NAMES = ("freecure_apg",)  # the four stages, APG included, from one prompt
 FLUX_WORKFLOW_NAMES = ("freecure_flux",)  # FLUX: needs FLUX.1 files (T5), so converted and loaded, not run here
 PEER_FLUX_WORKFLOW_NAMES = ("freecure_peer_pulid_flux",)  # FLUX + a peer pack (lldacing's PuLID-FLUX port)
-# every file in workflows/ (the template browser lists them all); the peer ones convert only with
-# tests/e2e/peer_nodes.py merged into /object_info
+# every file in workflows/ (the template browser lists them all); the peer ones convert only with the peer packs'
+# /object_info (conftest comfy_peer_server)
 ALL_WORKFLOW_NAMES = (WORKFLOW_NAMES + ("freecure_face_parsing",) + IDENTITY_WORKFLOW_NAMES + PEER_WORKFLOW_NAMES
                       + APG_WORKFLOW_NAMES + FLUX_WORKFLOW_NAMES + PEER_FLUX_WORKFLOW_NAMES)
 SERVER_WORKFLOW_NAMES = tuple(n for n in ALL_WORKFLOW_NAMES  # no peer packs needed

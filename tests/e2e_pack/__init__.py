@@ -19,6 +19,9 @@ constant when it is constructed, so every loaded copy of the module is patched: 
 before custom nodes, under the file's path as module name) and again before each queued prompt, for a copy
 imported after this pack.
 
+With $FREECURE_E2E_FACEXLIB_ROOT set (the peer-pack server only), it points facexlib's weight folder there
+(``point_facexlib_at_test_weights``): PuLID_ComfyUI gives facexlib no folder of its own.
+
 It also defines one harmless node, ``FreeCureE2EMarker``: the fixture waits for it
 in /object_info, which proves this pack imported and registered without error.
 """
@@ -99,8 +102,27 @@ def allow_tiny_flux_files() -> None:
     md.detect_unet_config = detect_unet_config
 
 
+FACEXLIB_ROOT_ENV = "FREECURE_E2E_FACEXLIB_ROOT"
+
+
+def point_facexlib_at_test_weights() -> str | None:
+    """Test-only, for the peer-pack server (tests/conftest.py ``comfy_peer_server``): facexlib (used by PuLID_ComfyUI)
+    looks for its weights in ``<ROOT_DIR>/facexlib/weights/`` and downloads what is missing; ROOT_DIR is the
+    installed package's parent (site-packages), and PuLID passes no ``model_rootpath``. With $FREECURE_E2E_FACEXLIB_ROOT
+    set, ROOT_DIR (read by ``load_file_from_url`` at each call) becomes that folder, where the fixture wrote random
+    weights (tests/support/peer_models.py), so nothing is written into the shared environment or downloaded. Unset,
+    nothing changes. Returns the folder used, if any."""
+    root = os.environ.get(FACEXLIB_ROOT_ENV)
+    if not root:
+        return None
+    import facexlib.utils.misc
+    facexlib.utils.misc.ROOT_DIR = root
+    return root
+
+
 allow_tiny_flux_files()
 shrink_photomaker_vision_tower()
+point_facexlib_at_test_weights()
 try:  # the HTTP server; the headless runner's stand-in has no prompt handlers (it loads comfy_extras first too)
     from server import PromptServer
     _add_handler = getattr(getattr(PromptServer, "instance", None), "add_on_prompt_handler", None)

@@ -1,7 +1,8 @@
 """TEST-ONLY ComfyUI custom node pack (never shipped, never installed by users): looks inside the e2e server.
 
 Loaded by the e2e server fixture (tests/conftest.py) as ``custom_nodes/zz_freecure_e2e_probe``; used by
-tests/e2e/test_soak.py, test_interrupts.py and test_concurrency.py. Nothing here changes how a node runs.
+tests/e2e/test_soak.py, test_interrupts.py, test_concurrency.py and test_peer_packs.py. Nothing here changes how a
+node runs.
 
 * ``FreeCureE2EProbe`` (output node, never cached): after an optional ``after`` input (any type, to order it after a
   node of the same prompt) it runs the garbage collector and reports, as UI text holding one JSON object, what
@@ -15,6 +16,9 @@ tests/e2e/test_soak.py, test_interrupts.py and test_concurrency.py. Nothing here
   option) raises ``RuntimeError`` when called from inside FreeCure's FASA patch (the ``fasa_attn1`` closure of
   freecure_core/comfy_bridge/patches.py) after ``after_calls`` such calls; everywhere else it calls the attention
   function unchanged. Used as FreeCureSampler's ``model_pd`` it simulates an exception raised inside the patch.
+* ``FreeCureE2EModelPatches`` (output node): the replace patches one MODEL carries (block keys and the module that
+  defined each patch's class) and its weight-patch count; tests/e2e/test_peer_packs.py checks with it that a peer
+  pack really patched the model.
 """
 from __future__ import annotations
 
@@ -286,6 +290,35 @@ class FreeCureE2EFaultyModel:
         return (m,)
 
 
-NODE_CLASS_MAPPINGS = {"FreeCureE2EProbe": FreeCureE2EProbe, "FreeCureE2EFaultyModel": FreeCureE2EFaultyModel}
+# ------------------------------------------------------------------------------------------ model patches
+def model_patch_report(model) -> dict:
+    """What one MODEL carries in its transformer options: per kind of replace patch (attn1, attn2, ...) the block
+    keys and, for each, the module that defined the patch object's class (so a test can tell whose patch it is)."""
+    topts = model.model_options.get("transformer_options", {})
+    replace = {kind: {str(k): type(v).__module__ for k, v in patches.items()}
+               for kind, patches in topts.get("patches_replace", {}).items()}
+    return {"patches_replace": replace, "patches": sorted(str(k) for k in topts.get("patches", {})),
+            "weight_patches": len(getattr(model, "patches", {}) or {})}
+
+
+class FreeCureE2EModelPatches:
+    """Reports a MODEL's replace patches (UI text: one JSON object, ``model_patch_report``); changes nothing."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "label": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/freecure_e2e"
+
+    def run(self, model, label=""):
+        return {"ui": {"text": [json.dumps(dict(model_patch_report(model), label=label))]}}
+
+
+NODE_CLASS_MAPPINGS = {"FreeCureE2EProbe": FreeCureE2EProbe, "FreeCureE2EFaultyModel": FreeCureE2EFaultyModel,
+                       "FreeCureE2EModelPatches": FreeCureE2EModelPatches}
 NODE_DISPLAY_NAME_MAPPINGS = {"FreeCureE2EProbe": "FreeCure E2E probe (test only)",
-                              "FreeCureE2EFaultyModel": "FreeCure E2E faulty model (test only)"}
+                              "FreeCureE2EFaultyModel": "FreeCure E2E faulty model (test only)",
+                              "FreeCureE2EModelPatches": "FreeCure E2E model patches (test only)"}
