@@ -86,6 +86,7 @@ SOCKETS: dict[str, tuple[str, str]] = {
     "FreeCurePhotoMakerEncodePair": ("photomaker:PHOTOMAKER image:IMAGE clip:CLIP",
                                      "pd_conditioning:CONDITIONING fd_conditioning:CONDITIONING"),
     "FreeCureZeroFaceEmbeds": ("face_embeds:FACE_EMBEDS", "fd_face_embeds:FACE_EMBEDS"),
+    "FreeCureZeroIdentityModel": ("model_pd:MODEL", "model_fd:MODEL"),
     "FreeCureExpressionSplit": ("", "template:STRING attributes:STRING"),
     "FreeCureAPG": ("model:MODEL samples:LATENT template:CONDITIONING attributes:CONDITIONING negative:CONDITIONING",
                     "latent:LATENT"),
@@ -813,13 +814,24 @@ def freecure_apg() -> dict:
 
 # ------------------------------------------------------------------------------------------ peer packs
 PEER_REQUIRES = "Needs the {pack} custom node pack ({repo}) installed; without it these nodes show as missing."
+ZERO_ID = ("model_fd = FreeCure Zero-ID Model on model_pd: the same model and adapter fed the adapter's own "
+           "zero-identity tokens (what the pack gives the negative rows) on every row - the paper's foundation "
+           "branch (a zero identity embedding), with model_pd's weights, so replay and lockstep both work.")
+
+
+def _zero_identity(g, model_pd: tuple, col: int) -> tuple:
+    """FreeCure Zero-ID Model on model_pd; returns its model_fd output."""
+    zid = g.add("FreeCureZeroIdentityModel", col=col, size=(340, 50))
+    g.connect(model_pd[0], model_pd[1], zid, "model_pd")
+    return (zid, "model_fd")
 
 
 def freecure_peer_instantid() -> dict:
     g = Graph()
     g.note("FreeCure + cubiq's ComfyUI_InstantID (split nodes).\n\n" + PEER_REQUIRES.format(
-        pack="ComfyUI_InstantID", repo="github.com/cubiq/ComfyUI_InstantID") + "\n\nFD wiring:\n- model_fd = the "
-           "checkpoint MODEL, taken before InstantID Patch Attention; model_pd = that node's MODEL.\n- PD conds: "
+        pack="ComfyUI_InstantID", repo="github.com/cubiq/ComfyUI_InstantID") + "\n\nFD wiring:\n- model_pd = InstantID "
+           "Patch Attention's MODEL; " + ZERO_ID + " (The MODEL before the patch would be an approximation: no "
+           "image tokens at all.)\n- PD conds: "
            "InstantID Apply ControlNet with the patch's FACE_EMBEDS.\n- FD conds: FreeCure Zero Face Embeds on the "
            "same FACE_EMBEDS, into a second InstantID Apply ControlNet with the same control net, keypoint image "
            "and strength. (Feeding PD's positive to FD would leak the face through the IdentityNet.)\n\n"
@@ -860,7 +872,8 @@ def freecure_peer_instantid() -> dict:
         g.connect(kps, "IMAGE", cn, "image_kps")
         g.connect(pos, "CONDITIONING", cn, "positive")
         g.connect(neg, "CONDITIONING", cn, "negative")
-    br = Branches(model_pd=(patch, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(cn_pd, "positive"),
+    br = Branches(model_pd=(patch, "MODEL"), model_fd=_zero_identity(g, (patch, "MODEL"), col=3),
+                  positive=(cn_pd, "positive"),
                   negative=(cn_pd, "negative"), fd_positive=(cn_fd, "positive"), fd_negative=(cn_fd, "negative"))
     st = _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_instantid", first_col=4)
     _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
@@ -871,7 +884,8 @@ def freecure_peer_pulid() -> dict:
     g = Graph()
     g.note("FreeCure + PuLID (cubiq's PuLID_ComfyUI, SDXL).\n\n" + PEER_REQUIRES.format(
         pack="PuLID_ComfyUI", repo="github.com/cubiq/PuLID_ComfyUI") + "\n\nFD wiring:\n- model_pd = Apply "
-           "PuLID's MODEL; model_fd = the MODEL going into Apply PuLID (the checkpoint's).\n- PuLID changes only "
+           "PuLID's MODEL; " + ZERO_ID + " (The MODEL going into Apply PuLID would be an approximation: no ID term "
+           "at all.)\n- PuLID changes only "
            "the model, so the text conditioning is the same for both branches: positive = fd_positive, "
            "negative = fd_negative.\n\nSDXL checkpoint, 1024x1024, 30 steps, cfg 5 (PuLID's notes suggest trying "
            "other samplers/schedulers, e.g. sgm_uniform, with non-Lightning models; keep both samplers equal).",
@@ -890,8 +904,8 @@ def freecure_peer_pulid() -> dict:
     for src, out, inp in ((ckpt, "MODEL", "model"), (pulid, "PULID", "pulid"), (eva, "EVA_CLIP", "eva_clip"),
                           (analysis, "FACEANALYSIS", "face_analysis"), (face, "IMAGE", "image")):
         g.connect(src, out, apply, inp)
-    br = Branches(model_pd=(apply, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(pos, "CONDITIONING"),
-                  negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
+    br = Branches(model_pd=(apply, "MODEL"), model_fd=_zero_identity(g, (apply, "MODEL"), col=3),
+                  positive=(pos, "CONDITIONING"), negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
     st = _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_pulid", first_col=4)
     _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
@@ -902,10 +916,9 @@ def freecure_peer_faceid() -> dict:
     g = Graph()
     g.note("FreeCure + IP-Adapter FaceID (cubiq's ComfyUI_IPAdapter_plus, FaceID Plus V2, SDXL).\n\n"
            + PEER_REQUIRES.format(pack="ComfyUI_IPAdapter_plus", repo="github.com/cubiq/ComfyUI_IPAdapter_plus")
-           + "\n\nFD wiring:\n- model_fd = the MODEL output of IPAdapter Unified Loader FaceID (it applies the "
-           "FaceID LoRA) - after the loader, before IPAdapter FaceID; model_pd = IPAdapter FaceID's MODEL. Both "
-           "then have the same weights (FaceID itself only patches cross-attention), so replay (kv, here) and "
-           "lockstep both work.\n- Taken before the loader, FD would lack the LoRA: FreeCure Sampler then refuses "
+           + "\n\nFD wiring:\n- model_pd = IPAdapter FaceID's MODEL; " + ZERO_ID + "\n- Approximation: the MODEL "
+           "output of IPAdapter Unified Loader FaceID (it applies the FaceID LoRA; before IPAdapter FaceID) has no "
+           "image tokens at all. Taken before the loader, FD would also lack the LoRA: FreeCure Sampler then refuses "
            "lockstep; replay with store 'kv' on the Foundation Sampler.\n- The text conditioning is the same for "
            "both branches.\n\n1024x1024, 30 steps, cfg 5.", col=0, size=(340, 470))
     ckpt, pos, neg = _checkpoint_and_prompts(g)
@@ -922,8 +935,8 @@ def freecure_peer_faceid() -> dict:
     g.connect(loader, "MODEL", faceid, "model")
     g.connect(loader, "ipadapter", faceid, "ipadapter")
     g.connect(face, "IMAGE", faceid, "image")
-    br = Branches(model_pd=(faceid, "MODEL"), model_fd=(loader, "MODEL"), positive=(pos, "CONDITIONING"),
-                  negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
+    br = Branches(model_pd=(faceid, "MODEL"), model_fd=_zero_identity(g, (faceid, "MODEL"), col=3),
+                  positive=(pos, "CONDITIONING"), negative=(neg, "CONDITIONING"), fd_positive=(pos, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
     st = _freecure_stages(g, ckpt, br, PROMPT, "FreeCure/peer_faceid", first_col=4)
     _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])

@@ -12,13 +12,15 @@ face parser changed; the pack's own nodes keep the workflow's widget values and 
   would show); the pack-specific evidence (InstantID's keypoint image at the photo's size; FaceID's LoRA loaded
   with every key used; no PuLID "no face" warning) is checked too;
 * (a) with an empty FASA mask, PD (replay and lockstep) is bit-identical to a plain KSampler on the pack's model and
-  PD conditioning with the same seed, steps, cfg, sampler and scheduler; (d) that KSampler differs from one on
-  model_fd with the same conditioning (the pack's attention patch changes the result);
+  PD conditioning with the same seed, steps, cfg, sampler and scheduler, and FreeCure Sampler says FASA did not run;
+  (d) that KSampler differs from one on the MODEL going into the pack's node with the same conditioning (the pack's
+  attention patch changes the result);
 * (b) FD, from FreeCure Sampler (replay and lockstep) and from the Foundation Sampler, is bit-identical to a plain
-  KSampler on model_fd with fd_positive/fd_negative, with an empty and with a full mask: the pack's patches never
-  reach FD rows;
-* (c) with a full mask FASA ran: PD (replay and lockstep) moved away from the empty-mask PD, and replay and lockstep
-  still agree.
+  KSampler on model_fd with fd_positive/fd_negative, with an empty and with a full mask: the pack's identity never
+  reaches FD rows. model_fd is FreeCure Zero-ID Model on model_pd (the paper's zero-identity FD): it differs from
+  the MODEL going into the pack (the adapter's zero-identity tokens are there) and from PD;
+* (c) with a full mask FASA ran at every expected (step, layer) place, by FreeCure Sampler's own account (replay and
+  lockstep: places acted = steps x layers), PD moved away from the empty-mask PD, and replay and lockstep agree.
 
 (a)-(d) come from one prompt per workflow; all latents are compared as SaveLatent files (exact), not as 8-bit
 images.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -134,6 +137,7 @@ def _comparison(name: str) -> tuple[dict, dict]:
     fc, found = wu.only_node(p, "FreeCureSampler"), wu.only_node(p, "FreeCureFoundationSampler")
     ins, fasa = p[fc]["inputs"], p[wu.only_node(p, "FreeCureFASAConfig")]["inputs"]
     outputs = {"found_fd": [found, 0]}
+    samplers = {}
     for tag, value in MASKS.items():
         mask = wu.add_node(p, "SolidMask", {"value": value, "width": SIZE, "height": SIZE})
         config = wu.add_node(p, "FreeCureFASAConfig", dict(fasa, mask=[mask, 0]))
@@ -141,17 +145,22 @@ def _comparison(name: str) -> tuple[dict, dict]:
         lock = wu.add_node(p, "FreeCureSampler", {k: v for k, v in dict(ins, fasa=[config, 0]).items() if k != "kv"})
         outputs.update({f"{tag}_replay_pd": [replay, 0], f"{tag}_replay_fd": [replay, 1],
                         f"{tag}_lock_pd": [lock, 0], f"{tag}_lock_fd": [lock, 1]})
+        samplers.update({f"{tag}_replay": replay, f"{tag}_lock": lock})
 
     def ksampler(model, positive, negative):
         return [wu.add_node(p, "KSampler", {**{k: ins[k] for k in SAMPLER_KEYS}, "model": model, "positive": positive,
                                             "negative": negative, "latent_image": ins["latent_image"]}), 0]
+    zero_id = ins["model_fd"][0]
+    assert p[zero_id]["class_type"] == "FreeCureZeroIdentityModel" and p[zero_id]["inputs"]["model_pd"] == \
+        ins["model_pd"], "model_fd is FreeCure Zero-ID Model on model_pd"
+    unpatched = p[ins["model_pd"][0]]["inputs"]["model"]  # the MODEL going into the pack's node
     outputs["plain_pd"] = ksampler(ins["model_pd"], ins["positive"], ins["negative"])
     outputs["plain_fd"] = ksampler(ins["model_fd"], ins["fd_positive"], ins["fd_negative"])
-    if (ins["positive"], ins["negative"]) != (ins["fd_positive"], ins["fd_negative"]):
-        outputs["nopack"] = ksampler(ins["model_fd"], ins["positive"], ins["negative"])
+    outputs["nopack"] = ksampler(unpatched, ins["positive"], ins["negative"])
+    outputs["nopack_fd"] = ksampler(unpatched, ins["fd_positive"], ins["fd_negative"])
     saves = {k: wu.add_node(p, "SaveLatent", {"samples": v, "filename_prefix": f"freecure_e2e_peers/{name}_{k}"})
              for k, v in outputs.items()}
-    return wu.keep_only(p, *saves.values()), saves
+    return wu.keep_only(p, *saves.values(), *samplers.values()), saves, samplers
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +170,10 @@ def latents(comfy_peer_server):
 
     def get(name):
         if name not in cache:
-            p, saves = _comparison(name)
+            p, saves, samplers = _comparison(name)
             entry = wu.assert_success(comfy_peer_server.run(p, timeout=600))
             cache[name] = {k: _saved_latent(comfy_peer_server, entry, nid) for k, nid in saves.items()}
+            cache[name]["text"] = {k: entry["outputs"][nid]["text"][0] for k, nid in samplers.items()}
         return cache[name]
     return get
 
@@ -174,9 +184,10 @@ def test_empty_mask_pd_is_the_packs_plain_ksampler(latents, name):
     assert lat["plain_pd"].shape == (1, 4, SIZE // 8, SIZE // 8) and np.isfinite(lat["plain_pd"]).all()
     for label in ("empty_replay_pd", "empty_lock_pd"):
         assert np.array_equal(lat[label], lat["plain_pd"]), f"{label}: PD with an empty mask is not plain sampling"
-    # (d) the pack's patch changes the result: the same conditioning on model_fd (no patch) samples otherwise
-    without = lat.get("nopack", lat["plain_fd"])
-    assert not np.array_equal(lat["plain_pd"], without), "the pack's model samples like the unpatched one"
+    for label in ("empty_replay", "empty_lock"):
+        assert lat["text"][label].startswith("FASA did not run: the mask is empty"), lat["text"][label]
+    # (d) the pack's patch changes the result: the same conditioning on the MODEL going into the pack samples otherwise
+    assert not np.array_equal(lat["plain_pd"], lat["nopack"]), "the pack's model samples like the unpatched one"
 
 
 @pytest.mark.parametrize("name", wu.PEER_WORKFLOW_NAMES)
@@ -184,14 +195,21 @@ def test_fd_is_plain_sampling_of_model_fd(latents, name):
     lat = latents(name)
     for label in ("found_fd",) + tuple(f"{tag}_{mode}_fd" for tag in MASKS for mode in ("replay", "lock")):
         assert np.array_equal(lat[label], lat["plain_fd"]), f"{label} differs from a plain KSampler on model_fd"
+    # model_fd = FreeCure Zero-ID Model: the adapter's zero-identity tokens act (FD is not the model without the
+    # adapter) and carry no identity (FD is not PD)
+    assert not np.array_equal(lat["plain_fd"], lat["nopack_fd"]), "Zero-ID FD equals the model without the pack"
+    assert not np.array_equal(lat["plain_fd"], lat["plain_pd"]), "Zero-ID FD equals PD"
 
 
 @pytest.mark.parametrize("name", wu.PEER_WORKFLOW_NAMES)
-def test_full_mask_fasa_changes_pd(latents, name):
-    # TODO(issue 17, FASA accounting): once FreeCure Sampler's UI text carries the per-run FASA accounting
-    # (fasa_calls / expected), assert here that fasa_calls == expected > 0 for replay and lockstep, not only that PD
-    # moved.
+def test_full_mask_fasa_runs_everywhere_and_changes_pd(latents, name):
     lat = latents(name)
+    for mode in ("replay", "lock"):  # FreeCure Sampler's account: every (step, layer) place of the window
+        text = lat["text"][f"full_{mode}"]
+        m = re.search(r"layers hit (\d+)/(\d+); \(step, layer\) places (\d+)/(\d+)", text)
+        assert text.startswith("FASA ran at every expected place") and m, text
+        hit, layers, acted, expected = map(int, m.groups())
+        assert hit == layers > 0 and acted == expected == STEPS * layers, text
     for mode in ("replay", "lock"):
         change = float(np.abs(lat[f"full_{mode}_pd"] - lat[f"empty_{mode}_pd"]).max())
         assert change > 1e-3 * float(np.abs(lat["plain_pd"]).max()), f"{mode}: a full mask moved PD by {change} only"

@@ -183,13 +183,21 @@ def test_photomaker_changes_only_the_conditioning():
     assert "models/photomaker/" in _notes(wf)
 
 
-def test_peer_instantid_fd_is_the_model_before_the_patch_with_zero_face_conds():
+def _zero_identity_fd(wf, pd, model_pd_type: str) -> None:
+    """model_fd of stage 3 (and stage 1) is FreeCure Zero-ID Model on stage 3's model_pd, the pack's MODEL."""
+    assert _src(wf, pd, "model_pd")[:2] == (model_pd_type, "MODEL")
+    zid = _one(wf, "FreeCureZeroIdentityModel")
+    assert _src(wf, pd, "model_fd") == ("FreeCureZeroIdentityModel", "model_fd", zid["id"])
+    assert _src(wf, zid, "model_pd") == _src(wf, pd, "model_pd")
+    assert _src(wf, _one(wf, "FreeCureFoundationSampler"), "model_fd") == _src(wf, pd, "model_fd")
+
+
+def test_peer_instantid_fd_is_the_zero_identity_patch_with_zero_face_conds():
     wf = wu.load_ui("freecure_peer_instantid")
     patch, zero = _one(wf, "InstantIDAttentionPatch"), _one(wf, "FreeCureZeroFaceEmbeds")
     pd = _one(wf, "FreeCureSampler")
     assert patch["widgets_values"][3] == 0.0, "noise 0: the exact zero-face tokens for FD"
-    assert _src(wf, pd, "model_pd")[:2] == ("InstantIDAttentionPatch", "MODEL")
-    assert _src(wf, pd, "model_fd") == _src(wf, patch, "model")
+    _zero_identity_fd(wf, pd, "InstantIDAttentionPatch")
     assert _src(wf, zero, "face_embeds")[:2] == ("InstantIDAttentionPatch", "FACE_EMBEDS")
     cn_pd_id, cn_fd_id = _src(wf, pd, "positive")[2], _src(wf, pd, "fd_positive")[2]
     assert _src(wf, pd, "negative")[2] == cn_pd_id and _src(wf, pd, "fd_negative")[2] == cn_fd_id
@@ -202,20 +210,18 @@ def test_peer_instantid_fd_is_the_model_before_the_patch_with_zero_face_conds():
     assert cn_pd["widgets_values"] == cn_fd["widgets_values"]
 
 
-def test_peer_pulid_fd_is_the_model_going_into_apply_pulid():
+def test_peer_pulid_fd_is_the_zero_identity_pulid_model():
     wf = wu.load_ui("freecure_peer_pulid")
-    apply, pd = _one(wf, "ApplyPulid"), _one(wf, "FreeCureSampler")
-    assert _src(wf, pd, "model_pd")[:2] == ("ApplyPulid", "MODEL")
-    assert _src(wf, pd, "model_fd") == _src(wf, apply, "model")
+    pd = _one(wf, "FreeCureSampler")
+    _zero_identity_fd(wf, pd, "ApplyPulid")
     assert _src(wf, pd, "positive") == _src(wf, pd, "fd_positive")
     assert _src(wf, pd, "negative") == _src(wf, pd, "fd_negative")
 
 
-def test_peer_faceid_fd_is_the_unified_loaders_model():
+def test_peer_faceid_fd_is_the_zero_identity_faceid_model():
     wf = wu.load_ui("freecure_peer_faceid")
     faceid, pd = _one(wf, "IPAdapterFaceID"), _one(wf, "FreeCureSampler")
-    assert _src(wf, pd, "model_pd")[:2] == ("IPAdapterFaceID", "MODEL")
-    assert _src(wf, pd, "model_fd") == _src(wf, faceid, "model")
+    _zero_identity_fd(wf, pd, "IPAdapterFaceID")
     assert _src(wf, faceid, "model")[:2] == ("IPAdapterUnifiedLoaderFaceID", "MODEL")
     assert _src(wf, pd, "positive") == _src(wf, pd, "fd_positive")
     assert _src(wf, pd, "negative") == _src(wf, pd, "fd_negative")
