@@ -32,14 +32,14 @@ def zero_identity_model(model_pd, is_flux: bool = False):
     zero-identity tokens on every row. Refuses a MODEL without attn2 replaces (nothing to zero) and FLUX models."""
     if is_flux:
         raise FreeCureConflict(
-            "FreeCure Zero-ID Model: FLUX identity ports (PuLID-FLUX) do not use attn2 patches with zero-identity "
+            "FreeCure: Zero-ID Model: FLUX identity ports (PuLID-FLUX) do not use attn2 patches with zero-identity "
             "rows; use the FLUX MODEL going into the port's Apply node as model_fd (the identity term off).")
     to = model_pd.model_options.get("transformer_options", {})
     replaces = to.get("patches_replace", {})
     attn2 = replaces.get("attn2", {})
     if not attn2:
         raise FreeCureConflict(
-            "FreeCure Zero-ID Model: this MODEL has no cross-attention (attn2) patches, so there is no identity "
+            "FreeCure: Zero-ID Model: this MODEL has no cross-attention (attn2) patches, so there is no identity "
             "adapter to zero. Connect the MODEL output of the identity node (InstantID Patch Attention, Apply PuLID, "
             "IPAdapter FaceID), after every node that patches it.")
     model_fd = model_pd.clone()

@@ -260,6 +260,16 @@ def _zero_face_embeds(source):
     return build
 
 
+def _zero_identity(source):
+    def build(files):
+        g = Graph()
+        b = _sd15(g)
+        z = g("FreeCureZeroIdentityModel", model_pd=source(g, b))
+        g("PreviewAny", source=[z, 0])
+        return g, z
+    return build
+
+
 def _instantid_loader(name):
     def build(files):
         g = Graph()
@@ -438,6 +448,13 @@ BAD: dict[str, list[Case]] = {
         Case("face_embeds is a LATENT",
              _zero_face_embeds(lambda g: [g("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1), 0]),
              Invalid("face_embeds", "return_type_mismatch")),
+    ],
+    "FreeCureZeroIdentityModel": [
+        Case("model_pd is a LATENT",
+             _zero_identity(lambda g, b: b["latent"]),
+             Invalid("model_pd", "return_type_mismatch")),
+        Case("model_pd without an identity adapter", _zero_identity(lambda g, b: b["model"]),
+             Fails(("no cross-attention (attn2) patches", "Apply PuLID"))),
     ],
     "FreeCureInstantIDLoader": [
         Case("adapter ../../ outside", _instantid_loader(OUTSIDE + "adapter.safetensors"),

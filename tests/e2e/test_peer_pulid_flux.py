@@ -30,12 +30,14 @@ Timings (model writing, server start, each prompt) and the recorded outcomes are
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -131,18 +133,37 @@ def _start(request, tmp_path_factory, files: pathlib.Path, pack: str):
     return server, h
 
 
+@contextlib.contextmanager
+def one_big_server_at_a_time():
+    """Holds a machine-wide lock while a port's server (6-8 GB: FLUX, PuLID and EVA-CLIP in fp32) runs, so the
+    ComfyUI versions that scripts/test_matrix.sh tests side by side never have two of them up at once."""
+    import fcntl
+    with open(pathlib.Path(tempfile.gettempdir()) / "freecure-pulid-flux-server.lock", "w") as lock:
+        t0 = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waited = time.monotonic() - t0
+        if waited > 1:
+            print(f"\n[pulid-flux] waited {waited:.0f} s for another test run's port server to finish")
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="class")
 def lldacing(request, tmp_path_factory, model_files):
-    server, h = _start(request, tmp_path_factory, model_files, LLDACING)
-    yield server
-    h["_shut_down"](server)
+    with one_big_server_at_a_time():
+        server, h = _start(request, tmp_path_factory, model_files, LLDACING)
+        yield server
+        h["_shut_down"](server)
 
 
 @pytest.fixture(scope="class")
 def balazik(request, tmp_path_factory, model_files):
-    server, h = _start(request, tmp_path_factory, model_files, BALAZIK)
-    yield server
-    h["_shut_down"](server)
+    with one_big_server_at_a_time():
+        server, h = _start(request, tmp_path_factory, model_files, BALAZIK)
+        yield server
+        h["_shut_down"](server)
 
 
 # ------------------------------------------------------------------------------------------ prompts
