@@ -56,7 +56,7 @@ def main(argv=None):
     inside[:h // 2, :w // 2] = True
     half_d, half_s = args.depth // 2, args.single // 2
     candidates = {
-        "single (reference)": "single", "double": "double", "all": "all",
+        "single (the FLUX preset)": "single", "double": "double", "all": "all",
         f"single:{half_s}-{args.single - 1} (late singles)": f"single:{half_s}-{args.single - 1}",
         f"single:0-{half_s - 1} (early singles)": f"single:0-{half_s - 1}",
         f"double:{half_d}-{args.depth - 1}, single (late half)": f"double:{half_d}-{args.depth - 1}, single",

@@ -83,8 +83,9 @@ ATTRIBUTE_MASK = NodeSpec(
            + ", ".join(ALL_ATTRIBUTES) + ".", default=""),
         In("INT", "grow", "Grow (positive) or shrink (negative) the mask by this many pixels.", default=0, min=-256,
            max=256),
-        In("FLOAT", "feather", "Soften the mask edge over about this many pixels (0 = hard edge, as the FreeCure code).",
-           default=0.0, min=0.0, max=256.0, step=0.5),
+        In("FLOAT", "feather", "Soften the mask edge over about this many pixels (0 = hard edge, as the FreeCure "
+           "code). FASA reads the soft values as weights (mask_resample nearest): a foundation feature at mask value "
+           "m counts m x e^omega, fading out at the edge.", default=0.0, min=0.0, max=256.0, step=0.5),
         In("IMAGE", "image", "Optional: the parsed image, to preview the mask over it.", optional=True),
     ],
     outputs=[Out("MASK", "mask", "Attribute mask for FreeCure FASA Config."),

@@ -2,18 +2,20 @@
 sampler and guider, and the pair splitter. Declarations only; the work is in freecure_core."""
 from __future__ import annotations
 
-from ..freecure_core.fasa.config import FASAConfig
-from ..freecure_core.fasa.layers import PRESETS
+from ..freecure_core.fasa.config import OMEGA_MODES, OMEGA_RANGE, FASAConfig, read_omega
+from ..freecure_core.fasa.layers import FLUX_PRESET, PRESETS
 from ..freecure_core.comfy_bridge import sampling as engine
 from .spec import In, NodeSpec, Out, WithUI
 
 CATEGORY = "FreeCure/sampling"
-LAYER_CHOICES = list(PRESETS) + ["custom"]
+LAYER_CHOICES = list(PRESETS) + [FLUX_PRESET, "custom"]
 
-LAYERS_TIP = ("Self-attention layers where FASA acts. reference = the FreeCure code's layers (SD1.x decoder at the "
-              "two finest resolutions; SDXL the last 20 self-attention blocks); decoder = every decoder layer; all = "
-              "every layer; custom = the list in custom_layers. FLUX models: reference/decoder = every single-stream "
-              "block, all = every block, custom e.g. 'single:10-37, double:18'.")
+LAYERS_TIP = ("Self-attention layers where FASA acts. SD models: reference = the FreeCure code's layers (SD1.x decoder "
+              "at the two finest resolutions; SDXL the last 20 self-attention blocks); decoder = every decoder layer; "
+              "all = every layer; custom = the list in custom_layers. FLUX models: single = every single-stream block "
+              "(FreeCure's own choice: neither the paper nor the FreeCure code names FLUX blocks); all = every block; "
+              "custom e.g. 'single:10-37, double:18'; reference and decoder mean single there (saved workflows keep "
+              "their result; the report says so).")
 CUSTOM_TIP = ("Used when layers is 'custom': call positions like '50-69' (0-based, the reference code's numbering) "
               "or blocks like 'output:6-11', 'output:1.6-9' (block 1, transformer indices 6-9), 'middle'.")
 
@@ -41,9 +43,22 @@ def _ksampler_inputs(model_name: str, model_tip: str) -> list[In]:
 
 
 # ------------------------------------------------------------------------------------------ FASA config
-def _fasa_config(mask, omega, layers, custom_layers, start_percent, end_percent, uncond_blend, mask_resample):
-    return (FASAConfig(mask=mask, omega=omega, layers=_layers(layers, custom_layers), start_percent=start_percent,
-                       end_percent=end_percent, uncond_blend=uncond_blend, mask_resample=mask_resample),)
+def _fasa_config(mask, omega, layers, custom_layers, start_percent, end_percent, uncond_blend, mask_resample,
+                 omega_mode=OMEGA_MODES[0]):
+    return (FASAConfig(mask=mask, omega=read_omega(omega, omega_mode), layers=_layers(layers, custom_layers),
+                       start_percent=start_percent, end_percent=end_percent, uncond_blend=uncond_blend,
+                       mask_resample=mask_resample),)
+
+
+OMEGA_TIP = ("Boost of in-mask foundation features (log-space: weight x e^omega; 0 = their natural weight, negative = "
+             "less than natural). How the number is read is set by omega_mode; by default -1 = auto, the per-model "
+             "default: SDXL 1.5 and SD1.x 0.5 (the FreeCure code's, for its additive bias, as here); FLUX 2.0, the "
+             "paper's value, which the paper gives for its multiplicative formula (logits x omega), not for this "
+             "additive bias, so tune it on FLUX. The FreeCure code's omega = 0 switches FASA off (mask x omega); here "
+             "0 keeps the foundation keys at their natural weight.")
+OMEGA_MODE_TIP = ("How omega is read. '-1 = auto' (the default, and how workflows saved before this option read): "
+                  "-1 = the per-model default, any other number as written; auto = the per-model default whatever the "
+                  "number; value = exactly as written, -1 included.")
 
 
 FASA_CONFIG = NodeSpec(
@@ -53,9 +68,7 @@ FASA_CONFIG = NodeSpec(
     inputs=[
         In("MASK", "mask", "Attribute mask on the foundation image (white = take the attribute from the foundation "
            "branch), e.g. from FreeCure face parsing. One mask, or one per image of the batch."),
-        In("FLOAT", "omega", "Boost of in-mask foundation features (log-space: weight x e^omega). -1 = per-model "
-           "default of the FreeCure code (SDXL 1.5, SD1.x 0.5); the paper reports 2.0.", default=-1.0, min=-1.0,
-           max=10.0, step=0.05),
+        In("FLOAT", "omega", OMEGA_TIP, default=-1.0, min=OMEGA_RANGE[0], max=OMEGA_RANGE[1], step=0.05),
         In("COMBO", "layers", LAYERS_TIP, options=LAYER_CHOICES, default="reference"),
         In("STRING", "custom_layers", CUSTOM_TIP, default=""),
         In("FLOAT", "start_percent", "Where in the schedule FASA starts (0 = first step).", default=0.0, min=0.0,
@@ -65,7 +78,10 @@ FASA_CONFIG = NodeSpec(
         In("FLOAT", "uncond_blend", "0 = the negative/unconditional row keeps plain attention (FreeCure code); "
            "1 = it gets FASA too.", default=0.0, min=0.0, max=1.0, step=0.05),
         In("COMBO", "mask_resample", "How the mask is brought to each layer's token grid: nearest (FreeCure code) "
-           "or area (token kept when at least half covered).", options=["nearest", "area"], default="nearest"),
+           "takes the mask's value at each token, so a feathered edge gives soft weights (a foundation key at mask "
+           "value m weighs m x e^omega); area keeps a token when it is at least half covered (binary, a feathered "
+           "edge only moves the contour).", options=["nearest", "area"], default="nearest"),
+        In("COMBO", "omega_mode", OMEGA_MODE_TIP, options=list(OMEGA_MODES), default=OMEGA_MODES[0], optional=True),
     ],
     outputs=[Out("FREECURE_FASA", "fasa", "FASA settings for FreeCure Sampler / FreeCure Guider.")],
     run=_fasa_config)

@@ -471,6 +471,8 @@ class Blueprint(Graph):
 
 # ------------------------------------------------------------------------------------------ shared parts
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+# omega the FASA Configs show (omega_mode auto: the model family's default, which these equal)
+SDXL_OMEGA, FLUX_OMEGA = 1.5, 2.0
 SEED, STEPS, CFG = 42, 30, 5.0
 SIZE = 1024
 PROMPT = "close-up portrait photo of a woman with blonde curly hair, wearing sunglasses"
@@ -540,18 +542,21 @@ def _checkpoint_and_prompts(g: Graph, positive_text: str | None = PROMPT, ckpt: 
 
 def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefix: str, first_col: int,
                      result_title: str = "FreeCure result", vae: tuple | None = None, steps: int = STEPS,
-                     cfg: float = CFG, scheduler: str = "normal", latent_type: str = "EmptyLatentImage") -> dict:
+                     cfg: float = CFG, scheduler: str = "normal", latent_type: str = "EmptyLatentImage",
+                     layers: str = "reference", omega: float = SDXL_OMEGA) -> dict:
     """Stages 1 and 3 in columns first_col.. first_col + 3 of the current band, stage 2 in a new band below.
 
     mask_prompt: the Attribute Mask's idle prompt text (the caller links its prompt input to the Prompt node). prefix: the stage-3 SaveImage's filename prefix, or None for a
-    PreviewImage titled result_title instead. vae: (node, output) of the VAE (default the checkpoint's). Returns the
-    nodes by name, and each stage's nodes under "stage1", "stage2", "stage3" (for groups).
+    PreviewImage titled result_title instead. vae: (node, output) of the VAE (default the checkpoint's). layers: the
+    preset of stage 1 and the FASA Config (SD "reference", FLUX "single"); omega: the number the FASA Config shows
+    (its omega_mode is auto: the model family's default, which this number equals). Returns the nodes by name, and
+    each stage's nodes under "stage1", "stage2", "stage3" (for groups).
     """
     c = first_col
     vae_node, vae_out = vae or (ckpt, "VAE")
     latent = g.add(latent_type, SIZE, SIZE, 1, col=c)
     note1 = g.note(STAGE1_NOTE, col=c, size=(340, 150))
-    fd = g.add("FreeCureFoundationSampler", SEED, "fixed", steps, cfg, "euler", scheduler, 1.0, "cond", "reference",
+    fd = g.add("FreeCureFoundationSampler", SEED, "fixed", steps, cfg, "euler", scheduler, 1.0, "cond", layers,
                "", "auto", True, col=c, title="FreeCure Foundation Sampler (stage 1)")
     g.connect(br.model_fd[0], br.model_fd[1], fd, "model_fd")
     g.connect(br.fd_positive[0], br.fd_positive[1], fd, "positive")
@@ -585,7 +590,8 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
     note2 = g.note(STAGE2_NOTE, col=0, size=(340, 250))
     loader = g.add("FreeCureFaceParserLoader", PARSER, "auto", "auto", col=1)
     files2 = g.note("Stage 2 files (FreeCure never downloads them):\n" + PARSER_FILES, col=1, size=(340, 170))
-    parse, mask, mask_preview, fasa = _stage2(g, 2, fd_decode, pd, mask_prompt, parser=loader)
+    parse, mask, mask_preview, fasa = _stage2(g, 2, fd_decode, pd, mask_prompt, parser=loader, layers=layers,
+                                              omega=omega)
     return {"latent": latent, "fd": fd, "fd_decode": fd_decode, "fd_preview": fd_preview, "pd": pd,
             "pd_decode": pd_decode, "result": result, "mask": mask, "fasa": fasa,
             "stage1": [latent, note1, fd, fd_decode, fd_preview],
@@ -593,9 +599,11 @@ def _freecure_stages(g: Graph, ckpt: Node, br: Branches, mask_prompt: str, prefi
             "stage3": [note3, pd, pd_decode, result]}
 
 
-def _stage2(g: Graph, col: int, fd_decode: Node, pd: Node, mask_prompt: str, parser: Node | None = None):
+def _stage2(g: Graph, col: int, fd_decode: Node, pd: Node, mask_prompt: str, parser: Node | None = None,
+            layers: str = "reference", omega: float = SDXL_OMEGA):
     """Stage 2 from column `col` on: Face Parse of the foundation image (its parser from `parser` when given), the
-    Attribute Mask and its preview, and the FASA Config feeding the FreeCure Sampler `pd`.  Returns those four."""
+    Attribute Mask and its preview, and the FASA Config feeding the FreeCure Sampler `pd` (layers; omega_mode auto,
+    showing `omega`).  Returns those four."""
     parse = g.add("FreeCureFaceParse", "face crop", 0.5, col=col)
     if parser is not None:
         g.connect(parser, "face_parser", parse, "face_parser")
@@ -606,7 +614,7 @@ def _stage2(g: Graph, col: int, fd_decode: Node, pd: Node, mask_prompt: str, par
     g.connect(fd_decode, "IMAGE", mask, "image")
     mask_preview = g.add("PreviewImage", col=col + 2, title="Attribute mask over the foundation image")
     g.connect(mask, "preview", mask_preview, "images")
-    fasa = g.add("FreeCureFASAConfig", -1.0, "reference", "", 0.0, 1.0, 0.0, "nearest", col=col + 3)
+    fasa = g.add("FreeCureFASAConfig", omega, layers, "", 0.0, 1.0, 0.0, "nearest", "auto", col=col + 3)
     g.connect(mask, "mask", fasa, "mask")
     g.connect(fasa, "fasa", pd, "fasa")
     return parse, mask, mask_preview, fasa
@@ -948,7 +956,8 @@ def freecure_flux() -> dict:
     g = Graph()
     g.note("FreeCure on FLUX (FLUX.1 dev; PuLID-FLUX / InfiniteYou style).\n\nThe same FreeCure nodes: they see "
            "a FLUX MODEL and use FLUX's joint attention (PD's image queries also attend to FD's image keys inside "
-           "the mask, omega 2.0 = the paper's; text tokens untouched).\n\nFD wiring for an identity pack: insert "
+           "the mask; text tokens untouched). omega auto = 2.0, the paper's value, which it gives for its "
+           "multiplicative formula, not this additive bias: tune it.\n\nFD wiring for an identity pack: insert "
            "its apply node (e.g. Apply PuLID Flux, InfiniteYou) between Load Diffusion Model and model_pd of FreeCure "
            "Sampler; model_fd and stage 1 keep the plain FLUX MODEL (identity off). Such packs patch the model "
            "object, so keep the kv link (replay). As shipped, PD = FD: a skeleton to insert your identity node "
@@ -974,7 +983,7 @@ def freecure_flux() -> dict:
                   negative=(neg, "CONDITIONING"), fd_positive=(guided, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
     st = _freecure_stages(g, unet, br, PROMPT, "FreeCure/flux", first_col=2, vae=(vae, "VAE"), steps=28, cfg=1.0,
-                          scheduler="simple", latent_type="EmptySD3LatentImage")
+                          scheduler="simple", latent_type="EmptySD3LatentImage", layers="single", omega=FLUX_OMEGA)
     _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
     return g.to_json()
 
@@ -1017,14 +1026,15 @@ def freecure_peer_pulid_flux() -> dict:
     for src, out, inp in ((unet, "MODEL", "model"), (pulid, "PULIDFLUX", "pulid_flux"), (eva, "EVA_CLIP", "eva_clip"),
                           (analysis, "FACEANALYSIS", "face_analysis"), (face, "IMAGE", "image")):
         g.connect(src, out, apply, inp)
-    g.note("FASA layers: reference = every single-stream block (the port patches every 2nd double and every 4th "
+    g.note("FASA layers: single = every single-stream block (the port patches every 2nd double and every 4th "
            "single block; FASA and PuLID both act there). Record memory: about 48 MB per recorded block and step at "
            "1024x1024; for less, set layers to custom, e.g. single:28-37.", col=3, size=(340, 170))
     br = Branches(model_pd=(apply, "MODEL"), model_fd=(unet, "MODEL"), positive=(guided, "CONDITIONING"),
                   negative=(neg, "CONDITIONING"), fd_positive=(guided, "CONDITIONING"),
                   fd_negative=(neg, "CONDITIONING"))
     st = _freecure_stages(g, unet, br, PROMPT, "FreeCure/peer_pulid_flux", first_col=4, vae=(vae, "VAE"), steps=28,
-                          cfg=1.0, scheduler="simple", latent_type="EmptySD3LatentImage")
+                          cfg=1.0, scheduler="simple", latent_type="EmptySD3LatentImage", layers="single",
+                          omega=FLUX_OMEGA)
     _prompt(g, PROMPT, [(pos, "text"), (st["mask"], "prompt")])
     return g.to_json()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 
 import torch
 
@@ -34,8 +35,8 @@ import comfy.samplers
 
 from ..fasa.accounting import FasaAccount
 from ..fasa.config import FASAConfig
-from ..fasa.flux import FluxRecord, FluxRecordInfo, flux_fasa, resolve_flux_layers, token_grid
-from ..fasa.layers import default_omega
+from ..fasa.flux import (FluxRecord, FluxRecordInfo, flux_fasa, logits_mask, preset_note, resolve_flux_layers,
+                         token_grid)
 from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch
 from ..fasa.record import ReplayMismatch
 from .checks import FreeCureConflict, check_no_caching, weights_identity
@@ -47,7 +48,7 @@ OVERRIDE = "optimized_attention_override"
 
 
 def is_flux(model_patcher) -> bool:
-    """True for a MODEL whose diffusion model is ComfyUI's FLUX transformer (FLUX.1 dev/schnell and fine-tunes)."""
+    """True for a MODEL whose diffusion model is ComfyUI's FLUX transformer (FLUX.1, Kontext, FLUX.2, fine-tunes)."""
     try:
         from comfy.ldm.flux.model import Flux
     except ImportError:
@@ -72,6 +73,11 @@ def newer_hooks() -> tuple[str, ...]:
 def block_counts(model_patcher) -> tuple[int, int]:
     dm = model_patcher.model.diffusion_model
     return len(dm.double_blocks), len(dm.single_blocks)
+
+
+def image_grid(model_patcher, latent_shape) -> tuple[int, int]:
+    """The image-token grid of a latent on this FLUX model, from its own patch size (FLUX.1 2, FLUX.2 1)."""
+    return token_grid(latent_shape, int(getattr(model_patcher.model.diffusion_model, "patch_size", 2)))
 
 
 def check_forward_orig(model_patcher, name: str) -> None:
@@ -125,11 +131,12 @@ class FluxRun:
                  sigma_start: float = float("inf"), sigma_end: float = 0.0):
         self.blocks, self.mode, self.record = set(blocks), mode, record
         self.omega, self.masks = float(omega), masks
-        self.mask_any = masks is not None and bool((masks > 0.5).any())  # once per run: no FASA at all when False
+        self.mask_any = masks is not None and bool((masks > 0).any())  # once per run: no FASA at all when False
         self.sigma_start, self.sigma_end = sigma_start, sigma_end
         self.eval_index = -1
         self.sigma = None
         self.n_txt = None
+        self.n_img = None  # image tokens of the latent being sampled (set by the guider); reference tokens follow
         self.fasa_calls = 0
         self.account: FasaAccount | None = None  # set for stage 3: where FASA acted vs should have
         self._call_options: dict | None = None  # the transformer_options of the model call in progress
@@ -205,8 +212,15 @@ class FluxRun:
             if not rows:
                 return out
             n_txt = self.n_txt
+            n_img = q.shape[2] - n_txt if self.n_img is None else self.n_img
+            if q.shape[2] < n_txt + n_img:
+                raise FreeCureConflict(
+                    f"FreeCure FLUX: at {block[0]} block {block[1]} the attention sequence has {q.shape[2]} tokens, "
+                    f"fewer than {n_txt} text + {n_img} image tokens of the latent; this model lays out its tokens "
+                    "unlike FLUX.1, FLUX.2 and Kontext, which FreeCure does not support")
             if role == "record":
-                self.record.put(self.eval_index, block, k[rows, :, n_txt:], v[rows, :, n_txt:])
+                img = slice(n_txt, n_txt + n_img)
+                self.record.put(self.eval_index, block, k[rows, :, img], v[rows, :, img])
                 return out
             if not self.in_window() or not self.mask_any:
                 return out
@@ -218,8 +232,13 @@ class FluxRun:
             idx = torch.tensor(rows, device=out.device)
             masks = self.masks.to(q.device)
             masks = masks if masks.shape[0] == len(rows) else masks[:1].expand(len(rows), -1)
-            fasa = flux_fasa(q[idx], k[idx], v[idx], out[idx], n_txt, k_fd.to(q.device, q.dtype),
-                             v_fd.to(q.device, q.dtype), masks, self.omega)
+            attn_mask = kwargs.get("mask")
+            if attn_mask is not None:  # honoured on the image rows too (fasa.flux: FD keys take their place's column)
+                attn_mask = logits_mask(attn_mask, q.shape[0], q.shape[1], q.shape[2])
+                attn_mask = attn_mask[idx] if attn_mask.shape[0] > 1 else attn_mask
+            fasa = flux_fasa(q[idx], k[idx], v[idx], out[idx], n_txt, n_img, k_fd.to(q.device, q.dtype),
+                             v_fd.to(q.device, q.dtype), masks, self.omega, fd_index=getattr(self.record, "kept", None),
+                             attn_mask=attn_mask)
             out = out.clone()
             out[idx] = fasa
             self.fasa_calls += 1
@@ -254,6 +273,8 @@ class _FluxGuider(comfy.samplers.CFGGuider):
                      latent_shapes=None):
         # runs inside other nodes' OUTER_SAMPLE wrappers, i.e. after a port has swapped forward_orig for this run
         check_forward_orig(self.model_patcher, "the FLUX model")
+        if self.run is not None:  # the generated image's tokens; Kontext / FLUX.2 reference tokens follow them
+            self.run.n_img = math.prod(image_grid(self.model_patcher, latent_image.shape))
         handles = self.run.hooks(self.model_patcher.model.diffusion_model) if self.run is not None else []
         try:
             return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
@@ -280,11 +301,14 @@ class _FluxGuider(comfy.samplers.CFGGuider):
         shape = self._inputs["latent_shape"]
         check_mask_batch(fasa.mask, shape[0])
         check_mask_aspect(fasa.mask, shape[-2:])
-        grid = token_grid(shape)
+        grid = image_grid(self.model_patcher, shape)
         masks = TokenMasks(fasa.mask, fasa.mask_resample).at(grid)
         ms = self.model_patcher.model.model_sampling
-        omega = default_omega("flux") if fasa.omega == -1 else float(fasa.omega)
+        omega = fasa.omega_for("flux")
         self.report.update(omega=omega, sites=[f"{b[0]}:{b[1]}" for b in blocks], token_grid=list(grid))
+        if preset_note(fasa.layers):
+            self.report["layers_note"] = preset_note(fasa.layers)
+            log.info("FreeCure FLUX: %s", self.report["layers_note"])
         if fasa.mask_is_empty():
             self.report["note"] = "the FASA mask is empty: sampling without FASA"
             log.warning("FreeCure FLUX: the FASA mask is empty, so this run samples without FASA.")

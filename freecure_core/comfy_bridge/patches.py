@@ -101,7 +101,7 @@ class FasaRun:
             key_mask = self.store.key_mask(site.key, q.device)
             if key_mask is None:
                 key_mask = self.token_masks.at(grid).to(q.device)
-        if not bool((key_mask > 0.5).any()):
+        if not bool((key_mask > 0).any()):
             return None
         if key_mask.shape[0] not in (1, rows):
             raise ValueError(f"FreeCure: {key_mask.shape[0]} masks for a batch of {rows} images")

@@ -69,8 +69,10 @@ def make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative
 
 
 def describe(report: dict) -> str:
-    """The stage-3 report as the node's text (the FASA account), or a plain note when there is none."""
-    return report.get("text") or report.get("note") or "FreeCure: no FASA account for this run"
+    """The stage-3 report as the node's text (the FASA account, and what a FLUX preset name meant), or a plain note
+    when there is none."""
+    text = report.get("text") or report.get("note") or "FreeCure: no FASA account for this run"
+    return f"{text}; {report['layers_note']}" if report.get("layers_note") else text
 
 
 def _make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig,

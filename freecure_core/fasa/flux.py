@@ -2,18 +2,24 @@
 presets and the image-token grid. The kernel is the SD one (``attention.attend``), the record the shared base
 (``record.FasaRecord``).
 
-Row layout. FLUX attends over one sequence [text tokens; image tokens] in both double- and single-stream blocks.
-FreeCure's rule for FLUX: the personalized branch's (PD) IMAGE queries attend to the PD keys (text and image) plus the
-foundation branch's (FD) image keys, restricted to the attribute mask and boosted by omega in log space; PD TEXT
-queries keep their plain attention (text-image interaction untouched, and they never see FD keys). FD keys are taken
-after RoPE from FD's own pass: FD and PD image tokens share the positional grid, so each FD key carries the position
-of the PD key at the same place. Layout: ComfyUI's FLUX attention layout (batch, heads, tokens, dim_head).
+Row layout. FLUX attends over one sequence [text tokens; image tokens; reference image tokens] in both double- and
+single-stream blocks; the reference image tokens are Kontext's / FLUX.2's input images (absent in plain FLUX.1).
+The image tokens are the latent's ceil(h / p) x ceil(w / p) grid, p the model's patch size (2 for FLUX.1, 1 for
+FLUX.2). FreeCure's rule for FLUX: the personalized branch's (PD) IMAGE queries attend to the PD keys (text, image and
+reference image) plus the foundation branch's (FD) image keys, restricted to the attribute mask and boosted by omega
+in log space; PD TEXT and REFERENCE IMAGE queries keep their plain attention (they never see FD keys). FD keys are
+taken after RoPE from FD's own pass: FD and PD image tokens share the positional grid, so each FD key carries the
+position of the PD key at the same place. An attention mask of the call (ComfyUI's ``attention_mask`` conditioning)
+applies to the image rows over the PD keys as it does in plain attention, and each FD image key takes the mask's
+column of the PD image key at its place. Layout: ComfyUI's FLUX attention layout (batch, heads, tokens, dim_head).
 
 Blocks. Named ("double", i) for FLUX's double-stream blocks (separate text and image weights) and ("single", j) for
 its single-stream blocks (one sequence), in call order. Presets:
-- ``reference``: every single-stream block — FLUX's later, appearance-forming part (chosen by measurement on a tiny
-  FLUX-shaped model, ``bench/bench_flux_presets.py``; see the README);
-- ``decoder``: the same as reference (the name SD users know for "the late layers");
+- ``single``: every single-stream block — FLUX's later, appearance-forming part. FreeCure's own choice: the paper
+  names no FLUX blocks and the FreeCure code has no FLUX (measured on a tiny FLUX-shaped model,
+  ``bench/bench_flux_presets.py``; see the README);
+- ``reference`` and ``decoder`` (the SD preset names) mean ``single`` on a FLUX model, so saved workflows keep their
+  result; the guiders report the mapping (``preset_note``);
 - ``all``: every block;
 - custom: ``double:0-18, single:10-37`` (ranges inclusive; ``double`` or ``single`` alone = all of that kind).
 
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import attend
+from .attention import attend, key_bias
 from .record import FasaRecord, ReplayMismatch
 
 _ITEM = re.compile(r"^(double|single)(?::(\d+)(?:-(\d+))?)?$")
@@ -41,23 +47,44 @@ def token_grid(latent_shape, patch: int = 2) -> tuple[int, int]:
     return (-(-int(h) // patch), -(-int(w) // patch))
 
 
-def image_rows_attention(q_img: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_fd: torch.Tensor,
-                         v_fd: torch.Tensor, omega: float) -> torch.Tensor:
-    """Image queries over [PD keys | FD keys] with +omega on the FD logits, one softmax in fp32.
+def logits_mask(mask: torch.Tensor, batch: int, heads: int, length: int) -> torch.Tensor:
+    """An attention call's mask (bool: True = attend, or additive; (L, L), (B, L, L) or (B, 1|H, L|1, L), as
+    ComfyUI's attention takes it) as an additive fp32 (B|1, H|1, L|1, L) bias; ValueError when it does not fit."""
+    m = mask
+    if m.dim() == 2:
+        m = m[None]
+    if m.dim() == 3:
+        m = m[:, None]
+    if m.dim() == 4 and m.shape[-1] == 1:  # one bias per query row: the same for every key
+        m = m.expand(*m.shape[:3], length)
+    if (m.dim() != 4 or m.shape[-1] != length or m.shape[-2] not in (1, length) or m.shape[0] not in (1, batch)
+            or m.shape[1] not in (1, heads)):
+        raise ValueError(f"FreeCure FLUX: the attention mask {tuple(mask.shape)} does not fit {batch} rows x {heads} "
+                         f"heads x {length} tokens, so FASA cannot apply it to its image rows; remove the node that "
+                         "sets attention_mask on the conditioning, or use a mask made for this image size")
+    if m.dtype == torch.bool:
+        return torch.zeros(m.shape, dtype=torch.float32, device=m.device).masked_fill(~m, float("-inf"))
+    return m.float()
 
-    q_img (B, H, N, D); k, v (B, H, L, D) (PD text + image keys); k_fd, v_fd (B, H, M, D) (the FD image keys to add,
-    M >= 0). Returns (B, H, N, D) in q_img's dtype."""
+
+def image_rows_attention(q_img: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_fd: torch.Tensor,
+                         v_fd: torch.Tensor, fd_bias, logit_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Image queries over [PD keys | FD keys] with fd_bias on the FD logits, one softmax in fp32.
+
+    q_img (B, H, N, D); k, v (B, H, L, D) (every PD key); k_fd, v_fd (B, H, M, D) (the FD image keys to add, M >= 0);
+    fd_bias a float or a (B|1, M) per-key bias (omega + ln m); logit_bias an optional (B|1, H|1, N|1, L + M) additive
+    mask. Returns (B, H, N, D) in q_img's dtype."""
     if q_img.dim() != 4 or k.dim() != 4 or k_fd.dim() != 4:
         raise ValueError(f"FreeCure FLUX FASA: tensors must be (batch, heads, tokens, dim); got q {tuple(q_img.shape)}, "
                          f"k {tuple(k.shape)}, fd k {tuple(k_fd.shape)}")
     if k_fd.shape[:2] != q_img.shape[:2] or k_fd.shape[-1] != q_img.shape[-1] or k_fd.shape != v_fd.shape:
         raise ValueError(f"FreeCure FLUX FASA: foundation keys {tuple(k_fd.shape)} do not match the personalized "
                          f"queries {tuple(q_img.shape)} (same batch, heads and head size required)")
-    if not math.isfinite(float(omega)):
-        raise ValueError(f"FreeCure FLUX FASA: omega must be finite, got {omega}")
+    if not bool(torch.isfinite(torch.as_tensor(fd_bias, dtype=torch.float32)).all()):
+        raise ValueError(f"FreeCure FLUX FASA: the foundation keys' bias (omega + ln m) must be finite, got {fd_bias}")
     kk = torch.cat([k, k_fd.to(k.dtype)], dim=2).float()
     vv = torch.cat([v, v_fd.to(v.dtype)], dim=2).float()
-    return attend(q_img.float(), kk, vv, k.shape[2], omega, always_bias=True).to(q_img.dtype)
+    return attend(q_img.float(), kk, vv, k.shape[2], fd_bias, always_bias=True, logit_bias=logit_bias).to(q_img.dtype)
 
 
 def select_tokens(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -65,28 +92,49 @@ def select_tokens(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return t.index_select(2, keep.nonzero().squeeze(1).to(t.device))
 
 
-def flux_fasa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plain_out: torch.Tensor, n_txt: int,
-              k_fd_img: torch.Tensor, v_fd_img: torch.Tensor, key_mask: torch.Tensor, omega: float) -> torch.Tensor:
-    """The attention output (B, L, H*D) with FASA on the image query rows.
+def flux_fasa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plain_out: torch.Tensor, n_txt: int, n_img: int,
+              k_fd_img: torch.Tensor, v_fd_img: torch.Tensor, key_mask: torch.Tensor, omega: float, *,
+              fd_index: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The attention output (B, L, H*D) with FASA on the image query rows n_txt .. n_txt + n_img.
 
-    q, k, v (B, H, L, D), L = n_txt + image tokens (post-RoPE); plain_out (B, L, H*D) the plain attention output of
-    these q, k, v (ComfyUI's own kernel: text rows and rows whose mask is empty are returned from it unchanged);
-    k_fd_img, v_fd_img (B, H, M, D) FD image keys/values (all M image tokens, or already only the in-mask ones when
-    key_mask is all True); key_mask (B, M) or (M,) in {0, 1}."""
+    q, k, v (B, H, L, D), L = n_txt + n_img + reference image tokens (post-RoPE); plain_out (B, L, H*D) the plain
+    attention output of these q, k, v (ComfyUI's own kernel: text rows, reference image rows and rows whose mask is
+    empty are returned from it unchanged); k_fd_img, v_fd_img (B, H, M, D) FD image keys/values at the image-grid
+    positions fd_index (M,) (default: all n_img positions in order); key_mask (B, M) or (M,) weights in [0, 1] (FD key
+    bias omega + ln m, excluded at 0); attn_mask the call's attention mask (see logits_mask) or None."""
     b, h, length, d = q.shape
     m = k_fd_img.shape[2]
+    if not math.isfinite(float(omega)):
+        raise ValueError(f"FreeCure FLUX FASA: omega must be finite, got {omega}")
+    if length < n_txt + n_img:
+        raise ValueError(f"FreeCure FLUX: the attention sequence has {length} tokens, fewer than its {n_txt} text + "
+                         f"{n_img} image tokens; this model lays out its tokens unlike FLUX.1, FLUX.2 or Kontext, "
+                         "which FreeCure does not support")
+    fd_index = torch.arange(n_img) if fd_index is None else fd_index.reshape(-1)
+    if fd_index.numel() != m:
+        raise ValueError(f"FreeCure FLUX FASA: {m} FD image keys but {fd_index.numel()} positions for them")
     rows = key_mask if key_mask.dim() == 2 else key_mask[None]
     if rows.dim() != 2 or rows.shape[1] != m or rows.shape[0] not in (1, b):
         raise ValueError(f"FreeCure FLUX FASA: mask {tuple(key_mask.shape)} does not fit {b} rows x {m} FD image tokens")
-    rows = rows.to(q.device).expand(b, -1) > 0.5
+    rows = rows.to(q.device).float().clamp(0.0, 1.0).expand(b, -1)
+    bias = None if attn_mask is None else logits_mask(attn_mask.to(q.device), b, h, length)
+    img = slice(n_txt, n_txt + n_img)
     out = plain_out.clone()
     for i in range(b):
-        if not bool(rows[i].any()):
+        keep = rows[i] > 0
+        if not bool(keep.any()):
             continue
         sl = slice(i, i + 1)
-        img = image_rows_attention(q[sl, :, n_txt:], k[sl], v[sl], select_tokens(k_fd_img[sl], rows[i]),
-                                   select_tokens(v_fd_img[sl], rows[i]), omega)
-        out[sl, n_txt:] = img.transpose(1, 2).reshape(1, length - n_txt, h * d).to(out.dtype)
+        logit_bias = None
+        if bias is not None:
+            bi = bias[i:i + 1] if bias.shape[0] > 1 else bias
+            bi = bi[:, :, img] if bi.shape[2] > 1 else bi
+            fd_cols = n_txt + fd_index.to(q.device)[keep]
+            logit_bias = torch.cat([bi, bi.index_select(3, fd_cols)], dim=3)
+        fasa = image_rows_attention(q[sl, :, img], k[sl], v[sl], select_tokens(k_fd_img[sl], keep),
+                                    select_tokens(v_fd_img[sl], keep), key_bias(rows[i, keep], omega)[None],
+                                    logit_bias)
+        out[sl, img] = fasa.transpose(1, 2).reshape(1, n_img, h * d).to(out.dtype)
     return out
 
 
@@ -98,7 +146,7 @@ def all_blocks(n_double: int, n_single: int) -> list[tuple[str, int]]:
 def resolve_flux_layers(spec: str, n_double: int, n_single: int) -> list[tuple[str, int]]:
     """The blocks a layers setting names, in call order; ValueError naming a bad item or out-of-range index."""
     spec = (spec or "").strip().lower()
-    if spec in ("reference", "decoder"):
+    if spec in ("single", "reference", "decoder"):
         return [("single", j) for j in range(n_single)]
     if spec == "all":
         return all_blocks(n_double, n_single)
@@ -118,8 +166,17 @@ def resolve_flux_layers(spec: str, n_double: int, n_single: int) -> list[tuple[s
                              f"(0-{count - 1})")
         chosen.update((kind, i) for i in range(lo, hi + 1))
     if not chosen:
-        raise ValueError("FreeCure FLUX: no block chosen; use reference, all or e.g. 'single:10-37'")
+        raise ValueError("FreeCure FLUX: no block chosen; use single, all or e.g. 'single:10-37'")
     return [b for b in all_blocks(n_double, n_single) if b in chosen]
+
+
+def preset_note(spec: str) -> str | None:
+    """What an SD preset name means on a FLUX model ('reference', 'decoder' -> single), None for other settings."""
+    name = (spec or "").strip().lower()
+    if name in ("reference", "decoder"):
+        return (f"layers '{name}' on a FLUX model = 'single' (every single-stream block): FreeCure's choice for FLUX, "
+                "not the paper's or the FreeCure code's (neither names FLUX blocks)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -134,17 +191,17 @@ class FluxRecordInfo:
 
 class FluxRecord(FasaRecord):
     """The FLUX record: FD keys/values of the image tokens, entries[(eval_index, block)] = (k, v), each (B, H, M, D),
-    stored in `dtype` (float16 by default)."""
+    stored in `dtype` (None, the default: the model's own, as the attention computed them)."""
 
-    def __init__(self, info: FluxRecordInfo, offload: bool = True, dtype=torch.float16):
+    def __init__(self, info: FluxRecordInfo, offload: bool = True, dtype=None):
         super().__init__([], offload)
         self.info = info
         self.dtype = dtype
 
     def put(self, eval_index: int, block: tuple, k: torch.Tensor, v: torch.Tensor) -> None:
         dev = "cpu" if self.offload else k.device
-        self.entries[(eval_index, block)] = (k.detach().to(dev, self.dtype, copy=True),
-                                             v.detach().to(dev, self.dtype, copy=True))
+        self.entries[(eval_index, block)] = (k.detach().to(dev, self.dtype or k.dtype, copy=True),
+                                             v.detach().to(dev, self.dtype or v.dtype, copy=True))
 
     def get(self, eval_index: int, block: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -179,9 +236,9 @@ class FluxRecord(FasaRecord):
                                  "has another; use the same sampler in stage 1 and stage 3")
 
     def compacted_copy(self, masks: torch.Tensor) -> "FluxRecord":
-        """A copy keeping only the image tokens inside `masks` (B, M) (the same for every row: one index set; the
-        kept token indices in `kept`)."""
-        keep = (masks > 0.5).any(0).nonzero().squeeze(1)
+        """A copy keeping only the image tokens where any row of `masks` (B, M) is above 0 (one index set for every
+        row; the kept token indices in `kept`)."""
+        keep = (masks > 0).any(0).nonzero().squeeze(1)
         out = FluxRecord(self.info, self.offload, self.dtype)
         out.compacted = True
         out.eval_sigmas, out.fd_samples = list(self.eval_sigmas), self.fd_samples

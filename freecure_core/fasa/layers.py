@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass
 
 PRESETS = ("reference", "decoder", "all")
+FLUX_PRESET = "single"  # FLUX's preset (fasa.flux); an SD model refuses it by name
 FAMILIES = ("sd1", "sdxl")
-# omega defaults of the reference code per family; the paper reports 2.0 for every baseline.
+# omega defaults per family: SD = the reference code's (additive bias, as here). FLUX has no reference code: 2.0 is the
+# paper's value, which the paper states for its multiplicative formula (logits x omega), not for this additive bias.
 DEFAULT_OMEGA = {"flux": 2.0, "sd1": 0.5, "sdxl": 1.5}
 PAPER_OMEGA = 2.0
 # The reference SDXL layer set: transformer blocks 50-69 of 70, i.e. the last 20 attn1 calls.
@@ -108,6 +110,9 @@ def resolve_layers(spec: str, sites: list[Site], family: str) -> list[Site]:
     if not sites:
         raise ValueError("FreeCure: the probe found no self-attention layers in this model")
     name = spec.strip().lower()
+    if name == FLUX_PRESET:
+        raise ValueError("FreeCure: layers 'single' is the FLUX preset (every single-stream block); this is an SD "
+                         "model: use reference, decoder, all or custom")
     if name == "reference":
         return reference_sites(sites, family)
     if name == "decoder":
@@ -118,5 +123,5 @@ def resolve_layers(spec: str, sites: list[Site], family: str) -> list[Site]:
 
 
 def default_omega(family: str) -> float:
-    """The reference code's omega for a model family (SDXL 1.5, SD1.x 0.5)."""
+    """The default omega for a model family (SDXL 1.5, SD1.x 0.5 from the reference code; FLUX 2.0, the paper's)."""
     return DEFAULT_OMEGA[family]

@@ -3,6 +3,9 @@
 A ComfyUI MASK is (B, H, W) in image pixels. Each attention layer sees the latent at its own
 resolution: a UNet halves the grid at each downsample with ceil rounding (a 75-row latent becomes
 38, then 19), so grids are computed from the latent shape, never from sqrt(tokens).
+
+Token masks are weights in [0, 1]: "nearest" keeps the mask's own values, so a feathered edge reaches FASA as soft
+weights (attention.key_bias); "area" keeps the tokens at least half covered, as 1.
 """
 from __future__ import annotations
 
@@ -54,21 +57,21 @@ def check_mask_aspect(mask: torch.Tensor, latent_hw: tuple[int, int]) -> None:
 
 
 def resample_mask(mask: torch.Tensor, grid_hw: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
-    """Binary token mask (B, h*w) of a (B, H, W) mask resampled to the grid (h, w).
+    """Token weights (B, h*w) in [0, 1] of a (B, H, W) mask resampled to the grid (h, w).
 
-    mode "nearest" (the reference's choice) picks one source pixel per token; "area" averages the
-    pixels under each token and keeps tokens at least half covered.
+    mode "nearest" (the reference's choice) takes one source pixel's value per token (binary for a binary
+    mask, soft on a feathered edge); "area" averages the pixels under each token and keeps tokens at least
+    half covered (binary).
     """
     mask = normalize_mask(mask)
     h, w = grid_hw
     x = mask.unsqueeze(1)
     if mode == "nearest":
-        out = F.interpolate(x, size=(h, w), mode="nearest")
-    elif mode == "area":
+        return F.interpolate(x, size=(h, w), mode="nearest")[:, 0].flatten(1).clamp(0.0, 1.0)
+    if mode == "area":
         out = F.interpolate(x, size=(h, w), mode="area")
-    else:
-        raise ValueError(f"FreeCure: unknown mask resampling mode {mode!r}; use one of {RESAMPLE_MODES}")
-    return (out[:, 0] >= 0.5).flatten(1).to(torch.float32)
+        return (out[:, 0] >= 0.5).flatten(1).to(torch.float32)
+    raise ValueError(f"FreeCure: unknown mask resampling mode {mode!r}; use one of {RESAMPLE_MODES}")
 
 
 class TokenMasks:
@@ -80,12 +83,12 @@ class TokenMasks:
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def at(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """(B_mask, h*w) binary float mask on grid (h, w)."""
+        """(B_mask, h*w) token weights in [0, 1] on grid (h, w)."""
         grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
         if grid_hw not in self._cache:
             self._cache[grid_hw] = resample_mask(self.mask, grid_hw, self.mode)
         return self._cache[grid_hw]
 
     def is_empty(self) -> bool:
-        """True when no pixel of any mask is set."""
-        return not bool((self.mask >= 0.5).any())
+        """True when no pixel of any mask is above 0."""
+        return not bool((self.mask > 0).any())

@@ -167,18 +167,18 @@ class KVStore(FasaRecord):
     def compacted_copy(self, row_masks_by_site: dict[tuple, torch.Tensor]) -> "KVStore":
         """A new store holding only the tokens inside the mask (the original is left untouched).
 
-        row_masks_by_site: site key -> (B or 1, N) binary mask over that site's tokens. Tokens inside
-        any row's mask are kept; the per-row key mask over the kept tokens is stored for FASA.
+        row_masks_by_site: site key -> (B or 1, N) mask weights in [0, 1] over that site's tokens. Tokens above 0
+        in any row's mask are kept; the per-row weights over the kept tokens are stored for FASA.
         """
         out = KVStore(replace(self.info, eval_sigmas=list(self.info.eval_sigmas)), offload=self.offload)
         out.compacted = True
         index_by_site = {}
         for site_key, rows in row_masks_by_site.items():
-            rows = rows > 0.5
-            union = rows.any(dim=0)
+            weights = rows.float().clamp(0.0, 1.0)
+            union = (weights > 0).any(dim=0)
             idx = union.nonzero().squeeze(1)
             index_by_site[tuple(site_key)] = idx
-            out.key_masks[tuple(site_key)] = rows[:, idx].float()
+            out.key_masks[tuple(site_key)] = weights[:, idx]
         for (ev, site_key, row), tensors in self.entries.items():
             idx = index_by_site.get(site_key)
             if idx is None:

@@ -95,14 +95,19 @@ def _label(node: dict) -> str:
 
 
 def _widget_values(node: dict, info: dict) -> dict:
-    """Widget inputs of a node from its ``widgets_values``, skipping control_after_generate and upload values."""
+    """Widget inputs of a node from its ``widgets_values``, skipping control_after_generate and upload values.
+    Optional widgets after the last saved value (added to the node after the workflow was saved) are left out, so
+    they take their defaults, as the frontend gives them."""
     specs = _input_specs(info)
+    optional = set(info["input"].get("optional", {}))
     values = node.get("widgets_values") or []
     if isinstance(values, dict):  # some frontends save {name: value}
         return {name: values[name] for name, spec in specs if _is_widget(spec) and name in values}
     values, inputs, pos = list(values), {}, 0
     for name, spec in specs:
         if not _is_widget(spec):
+            continue
+        if pos >= len(values) and name in optional:
             continue
         if pos >= len(values):
             raise WorkflowError(f"FreeCure: {_label(node)}: widgets_values has no value for {name!r}: {values}; "

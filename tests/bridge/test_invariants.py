@@ -62,6 +62,22 @@ def test_replay_equals_lockstep(case, kind):
     assert not torch.allclose(lock_pd, case.ksampler(case.pos, case.neg), atol=1e-3)
 
 
+def test_a_feathered_mask_is_soft_weights_in_replay_and_lockstep(sd15_case):
+    """Mask values between 0 and 1 are FASA weights (attention.key_bias): the replay's compacted record keeps them,
+    so replay equals lockstep, and the result differs from the same mask thresholded at 0.5."""
+    from freecure_core.parsing.mask_ops import feather_mask
+    c = sd15_case
+    soft = feather_mask(c.mask((2, 3, 10, 15)), 12.0)
+    assert bool(((soft > 0) & (soft < 1)).any())
+    fasa = FASAConfig(mask=soft, omega=1.0)
+    lock_pd, _, _ = freecure(c, fasa)
+    _, kv = record(c, kind="kv")
+    replay_pd, _, _ = freecure(c, fasa, kv)
+    assert torch.allclose(replay_pd, lock_pd, atol=1e-5, rtol=0)
+    hard_pd, _, _ = freecure(c, FASAConfig(mask=(soft >= 0.5).float(), omega=1.0))
+    assert not torch.allclose(lock_pd, hard_pd, atol=1e-4)
+
+
 def test_multi_evaluation_and_ancestral_samplers_replay(sd15_case):
     c = sd15_case
     fasa = FASAConfig(mask=c.mask((0, 0, 8, 12)), omega=1.0)

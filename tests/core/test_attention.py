@@ -126,3 +126,65 @@ def test_bad_shapes_name_the_problem(bad, message):
 def test_non_finite_omega_is_refused():
     with pytest.raises(ValueError, match="omega"):
         fasa_attention(*make(), torch.ones(48), float("inf"), 2)
+
+
+def dense_soft_fasa(q, k, v, k_fd, v_fd, weights, omega, heads):
+    """Reference for soft masks: FD key bias omega + ln(m) where m > 0, -inf at m = 0 (float64)."""
+    q, k, v, k_fd, v_fd = (t.double() for t in (q, k, v, k_fd, v_fd))
+    b, n, c = q.shape
+    d = c // heads
+    split = lambda t: t.view(b, t.shape[1], heads, d).transpose(1, 2)
+    qh, kh, vh = split(q), split(torch.cat([k, k_fd], 1)), split(torch.cat([v, v_fd], 1))
+    logits = qh @ kh.transpose(-1, -2) / math.sqrt(d)
+    w = (weights if weights.dim() == 2 else weights.unsqueeze(0).expand(b, -1)).double()
+    fd_bias = torch.where(w > 0, omega + torch.log(w.clamp_min(1e-300)), torch.tensor(-math.inf, dtype=torch.float64))
+    bias = torch.cat([torch.zeros(b, k.shape[1], dtype=torch.float64), fd_bias], 1)
+    return (torch.softmax(logits + bias[:, None, None, :], dim=-1) @ vh).transpose(1, 2).reshape(b, n, c)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_soft_mask_weights_are_exact(batch):
+    """A feathered mask's values m reach FASA as weights: each FD key counts m * e^omega (bias omega + ln m)."""
+    q, k, v, kf, vf = make(b=batch, m=40)
+    g = torch.Generator().manual_seed(5)
+    soft = torch.rand(batch, 40, generator=g)
+    soft[soft < 0.3] = 0  # some keys out, the rest at weights in (0.3, 1)
+    out = fasa_attention(q, k, v, kf, vf, soft, 1.2, heads=2)
+    assert torch.allclose(out.double(), dense_soft_fasa(q, k, v, kf, vf, soft, 1.2, 2), atol=1e-5)
+    shared = fasa_attention(q, k, v, kf, vf, soft[0], -0.7, heads=2)  # one mask for the batch, a negative omega
+    assert torch.allclose(shared.double(), dense_soft_fasa(q, k, v, kf, vf, soft[0], -0.7, 2), atol=1e-5)
+
+
+def test_a_binary_mask_gives_the_same_result_as_before_soft_weights():
+    """m in {0, 1}: bias omega + ln 1 = omega exactly, so binary masks are unchanged (bit for bit vs +omega)."""
+    q, k, v, kf, vf = make(b=2)
+    mask = masks(kf.shape[1])["sparse"]
+    idx = mask.nonzero().squeeze(1)
+    hard = attention.joint_attention(q, k, v, kf.index_select(1, idx), vf.index_select(1, idx), 1.5, 2)
+    assert torch.equal(fasa_attention(q, k, v, kf, vf, mask, 1.5, 2), hard)
+
+
+def test_soft_weight_and_omega_zero_in_closed_form():
+    """One FD key identical to one PD key: its weight relative to the PD copy is m * e^omega; omega = 0 keeps an
+    in-mask FD key at its natural weight (the FreeCure code would exclude it: mask x 0 = 0 -> -inf)."""
+    heads, d = 1, 4
+    q = torch.randn(1, 1, d)
+    k = torch.randn(1, 2, d)
+    v = torch.tensor([[[1.0, 0, 0, 0], [0, 0, 0, 0]]])
+    kf, vf = k[:, :1].clone(), torch.tensor([[[0.0, 1, 0, 0]]])
+    for m, omega in ((0.25, 1.3), (1.0, 0.0), (0.5, 0.0), (0.8, -1.0)):
+        out = fasa_attention(q, k, v, kf, vf, torch.tensor([m]), omega, heads)
+        assert out[0, 0, 1] / out[0, 0, 0] == pytest.approx(m * math.exp(omega), rel=1e-5)
+
+
+def test_logit_bias_is_chunked_with_the_queries(monkeypatch):
+    """attend's optional per-query bias (an attention mask) is sliced with the query chunks."""
+    g = torch.Generator().manual_seed(2)
+    qh, kh, vh = (torch.randn(1, 2, n, 8, generator=g) for n in (50, 60, 60))
+    bias, extra = torch.randn(1, 1, 50, 60, generator=g), torch.randn(1, 20, generator=g)
+    whole = attention.attend(qh, kh, vh, 40, extra, always_bias=True, logit_bias=bias)
+    monkeypatch.setattr(attention, "_QUERY_CHUNK", 7)
+    chunked = attention.attend(qh, kh, vh, 40, extra, always_bias=True, logit_bias=bias)
+    full = bias + torch.cat([torch.zeros(1, 40), extra], 1)[:, None, None]
+    ref = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(8) + full, -1) @ vh
+    assert torch.allclose(whole, ref, atol=1e-5) and torch.allclose(chunked, whole, atol=1e-6)

@@ -63,3 +63,19 @@ def test_bad_custom_lists_explain(spec, message):
 
 def test_omega_defaults():
     assert default_omega("sdxl") == 1.5 and default_omega("sd1") == 0.5
+
+
+def test_the_flux_preset_single_is_refused_on_sd_models_by_name():
+    with pytest.raises(ValueError, match="'single' is the FLUX preset.*reference, decoder, all or custom"):
+        resolve_layers("single", SD15, "sd1")
+
+
+def test_flux_presets_single_and_the_sd_names_that_mean_it():
+    """On FLUX, 'single' is every single-stream block; 'reference'/'decoder' (saved workflows) mean the same blocks,
+    and preset_note says so; other settings get no note."""
+    from freecure_core.fasa.flux import preset_note, resolve_flux_layers
+    single = [("single", j) for j in range(3)]
+    assert resolve_flux_layers("single", 2, 3) == resolve_flux_layers("reference", 2, 3) == \
+        resolve_flux_layers("decoder", 2, 3) == single
+    assert "= 'single'" in preset_note("reference") and preset_note("decoder").startswith("layers 'decoder'")
+    assert preset_note("single") is None and preset_note("all") is None and preset_note("single:1-2") is None

@@ -63,3 +63,16 @@ def test_mask_checks_name_the_sizes():
     check_mask_aspect(torch.zeros(1, 832, 1216), (104, 152))
     with pytest.raises(ValueError, match="512x512 pixels"):
         check_mask_aspect(torch.zeros(1, 512, 512), (104, 152))
+
+
+def test_nearest_passes_soft_values_through_and_area_stays_binary():
+    """A feathered edge reaches FASA as weights with nearest; area keeps tokens at least half covered, as 1."""
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :, :4] = 1
+    mask[:, :, 4:6] = 0.3  # a soft edge
+    got = resample_mask(mask, (8, 8)).view(8, 8)
+    assert torch.equal(got, mask[0])
+    assert resample_mask(mask, (2, 2), "area").view(2, 2).tolist() == [[1, 0], [1, 0]]  # right half: 0.15 average
+    binary = (torch.rand(1, 50, 70, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    assert torch.equal(resample_mask(binary, (9, 13)), F.interpolate(binary[:, None], size=(9, 13))[:, 0].flatten(1))
+    assert not TokenMasks(mask * 0.2).is_empty() and TokenMasks(torch.zeros(8, 8)).is_empty()

@@ -364,7 +364,10 @@ BAD: dict[str, list[Case]] = {
         Case("omega out of range", _fasa({"omega": 50.0}), Invalid("omega", "value_bigger_than_max")),
         Case("mask is an IMAGE", _fasa(mask=_image), Invalid("mask", "return_type_mismatch")),
         Case("custom layers empty", _fasa({"layers": "custom"}), Fails(("custom_layers", "output:6-11"))),
-        Case("unknown layers", _fasa({"layers": "../../etc"}), Choice("layers", ("layers", "reference, decoder, all, custom"))),
+        Case("unknown layers", _fasa({"layers": "../../etc"}),
+             Choice("layers", ("layers", "reference, decoder, all, single, custom"))),
+        Case("unknown omega_mode", _fasa({"omega_mode": "sometimes"}),
+             Choice("omega_mode", ("omega_mode", "-1 = auto, auto, value"))),
         Case("start after end", _fasa({"start_percent": 0.9, "end_percent": 0.1}), Fails(("start_percent",))),
     ],
     "FreeCureFoundationSampler": [

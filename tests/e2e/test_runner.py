@@ -126,6 +126,21 @@ def test_reroute_and_primitive_nodes_are_resolved():
         wf.ui_to_api(ui, {"VAEDecode": info["VAEDecode"]})
 
 
+def test_a_workflow_saved_before_an_optional_widget_was_added_still_converts():
+    """FreeCure FASA Config gained omega_mode (optional, last): a workflow saved before it has one value fewer; the
+    frontend keeps the widget's default, and so does the runner (the input is left out). A missing required value
+    is still an error."""
+    info = {"FreeCureFASAConfig": {"input": {"required": {"mask": ["MASK"], "omega": ["FLOAT", {}]},
+                                             "optional": {"omega_mode": [["-1 = auto", "auto", "value"], {}]}}}}
+    node = {"id": 1, "type": "FreeCureFASAConfig", "inputs": [{"name": "mask", "link": None}]}
+    assert wf.ui_to_api({"nodes": [dict(node, widgets_values=[-1.0])], "links": []}, info)["1"]["inputs"] == \
+        {"omega": -1.0}
+    assert wf.ui_to_api({"nodes": [dict(node, widgets_values=[-1.0, "value"])], "links": []}, info)["1"]["inputs"] \
+        == {"omega": -1.0, "omega_mode": "value"}
+    with pytest.raises(wf.WorkflowError, match="no value for 'omega'"):
+        wf.ui_to_api({"nodes": [dict(node, widgets_values=[])], "links": []}, info)
+
+
 def test_websocket_reads_split_fragmented_and_ping_frames():
     a, b = socket.socketpair()
     try:
