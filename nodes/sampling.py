@@ -34,10 +34,12 @@ def _ksampler_inputs(model_name: str, model_tip: str) -> list[In]:
         In("INT", "seed", "Noise seed. Use the same seed for the foundation and the FreeCure sampler.", default=0,
            min=0, max=0xffffffffffffffff, seed=True),
         In("INT", "steps", "Denoising steps.", default=20, min=1, max=10000),
-        In("FLOAT", "cfg", "Classifier-free guidance scale.", default=8.0, min=0.0, max=100.0, step=0.1),
-        In("COMBO", "sampler_name", "Sampler. Deterministic samplers keep lockstep's FD half identical to the "
-           "foundation run; ancestral ones work best with record/replay.", options=engine.sampler_names(),
-           default="euler"),
+        In("FLOAT", "cfg", "Classifier-free guidance scale (lockstep runs both branches at it; a replay must use "
+           "the foundation run's).", default=8.0, min=0.0, max=100.0, step=0.1),
+        In("COMBO", "sampler_name", "Sampler; use the same on both samplers (a replay with another is refused). "
+           "Deterministic samplers keep lockstep's FD half identical to the foundation run; those that draw noise "
+           "every step (ancestral, SDE, ddpm, lcm...) and dpm_adaptive do not (the node says so); dpm_adaptive "
+           "needs lockstep.", options=engine.sampler_names(), default="euler"),
         In("COMBO", "scheduler", "Noise schedule.", options=engine.scheduler_names(), default="normal"),
     ]
 

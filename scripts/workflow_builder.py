@@ -707,7 +707,9 @@ def freecure_photomaker() -> dict:
     g.note("FreeCure + PhotoMaker (ComfyUI's PhotoMaker v1, SDXL).\n\nFreeCure PhotoMaker Encode Pair encodes the "
            "prompt once, as PhotoMaker's own pipeline does: the trigger word 'photomaker' is removed and the class "
            "word before it gets one copy per reference photo. pd_conditioning has the photos' identity fused into "
-           "those copies (from merge_start on); fd_conditioning is the same token sequence without the identity.\n\nPhotoMaker changes only the conditioning, so both branches use "
+           "those copies (from merge_start on); fd_conditioning is the same token sequence without the identity. "
+           "Before merge_start both are the clean prompt (class word once), as in PhotoMaker's pipeline.\n\n"
+           "PhotoMaker changes only the conditioning, so both branches use "
            "the same MODEL: model_pd = model_fd = the checkpoint's MODEL. FD wiring: fd_conditioning -> stage 1 "
            "positive and stage 3 fd_positive; pd_conditioning -> stage 3 positive; one negative prompt for all.\n\n"
            f"1024x1024, {STEPS} steps, cfg 5 (PhotoMaker's demo uses 50 steps).", col=0, size=(340, 400))
@@ -721,13 +723,15 @@ def freecure_photomaker() -> dict:
            "before it goes to both samplers, so both branches keep the same weights.", col=0, size=(340, 300))
     pm = g.add("PhotoMakerLoader", "photomaker-v1.bin", col=2, size=(340, 60))
     face = g.add("LoadImage", REFERENCE, "image", col=2, title="Reference face")
-    pair = g.add("FreeCurePhotoMakerEncodePair", PHOTOMAKER_PROMPT, 0.2, col=1, color=POSITIVE_COLOR)
+    pair = g.add("FreeCurePhotoMakerEncodePair", PHOTOMAKER_PROMPT, 0.23, col=1, color=POSITIVE_COLOR)
     g.connect(pm, "PHOTOMAKER", pair, "photomaker")
     g.connect(face, "IMAGE", pair, "image")
     g.connect(ckpt, "CLIP", pair, "clip")
     g.note("Identity - the prompt needs the trigger word 'photomaker' right after the class word ('a woman "
-           "photomaker with ...'). merge_start 0.2: PD uses the plain prompt for the first 20% of the steps, like "
-           "PhotoMaker's start_merge_step (10 of 50).", col=1, size=(420, 130))
+           "photomaker with ...'). merge_start 0.23 (ComfyUI's timestep percent, model timestep 769): both branches "
+           "use the clean prompt until then, PD the identity after. On PhotoMaker's own schedule (sampler ddim, "
+           "scheduler ddim_uniform, 50 steps) that is its start_merge_step: steps 0-10 clean, the identity from step "
+           f"11; with this workflow's euler/normal {STEPS} steps, from step 7.", col=1, size=(420, 150))
     neg = g.add("CLIPTextEncode", NEGATIVE, col=1, title="Negative prompt", size=(420, 130), color=NEGATIVE_COLOR)
     g.connect(ckpt, "CLIP", neg, "clip")
     br = Branches(model_pd=(ckpt, "MODEL"), model_fd=(ckpt, "MODEL"), positive=(pair, "pd_conditioning"),

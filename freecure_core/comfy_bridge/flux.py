@@ -341,7 +341,7 @@ class FluxFoundationGuider(FoundationSampling, _FluxGuider):
             i = self._inputs
             info = FluxRecordInfo(blocks=tuple(blocks), sigmas=tuple(float(s) for s in sigmas.flatten().tolist()),
                                   latent_shape=i["latent_shape"], noise_id=i["noise_id"], latent_id=i["latent_id"],
-                                  weights_id=weights_identity(self.model_patcher))
+                                  weights_id=weights_identity(self.model_patcher), settings=self.settings)
             self.store = FluxRecord(info, offload=self.offload)
             self.run = FluxRun(blocks, "record", self.store)
             self.report["sites"] = [f"{b[0]}:{b[1]}" for b in blocks]

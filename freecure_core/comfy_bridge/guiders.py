@@ -10,7 +10,9 @@ nodes keep working, and keeps all FASA state in a FasaRun that lives for one `sa
 
 What the SD and FLUX guiders (flux.py) share lives in the mixins FoundationSampling, PairedLockstepSampling
 and PairedReplaySampling; each family's guider base supplies the small strategy they call
-(begin_lockstep_eval, record_options, consume_options, end_lockstep_eval).
+(begin_lockstep_eval, record_options, consume_options, end_lockstep_eval). In lockstep each branch is evaluated with
+exactly its own MODEL's options (branches.py); a record keeps the settings that steer FD (RunSettings: cfg, FLUX
+guidance, sampler, seed, denoise mask), and a replay that differs in one is refused by name.
 """
 from __future__ import annotations
 
@@ -19,23 +21,20 @@ import time
 
 import torch
 
-import comfy.model_patcher
 import comfy.samplers
 
 from ..fasa.accounting import FasaAccount, FasaNotActing, describe
 from ..fasa.config import FASAConfig
-from ..fasa.record import KVStore, RecordInfo, ReplayMismatch, tensor_fingerprint
+from ..fasa.record import KVStore, RecordInfo, ReplayMismatch, RunSettings, tensor_fingerprint
 from ..fasa.layers import resolve_layers
 from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch, downsampled_grid
-from .checks import FreeCureConflict, check_attn1_conflicts, check_no_caching, check_same_weights, weights_identity
+from .branches import LockstepOptions, check_lockstep_pair, predict_branch
+from .checks import FreeCureConflict, check_attn1_conflicts, check_no_caching, weights_identity
 from .patches import FasaRun
 from .probe import attn1_module, model_family, probe_sites
+from .sampler_kinds import lockstep_note, replay_refusal, sampler_kind, sampler_label, sampler_name
 
 log = logging.getLogger("FreeCure")
-
-# Top-level model_options entries that belong to a branch's own MODEL (its CFG hooks and wrappers).
-_BRANCH_OPTION_KEYS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
-                       "model_function_wrapper", "sampler_calc_cond_batch_function", "disable_cfg1_optimization")
 
 
 def sigma_of(timestep) -> float:
@@ -47,6 +46,23 @@ def input_fingerprints(noise, latent_image) -> dict:
     """Fingerprints of what a run samples (checked by record/replay): noise and latent content, latent shape."""
     return {"noise_id": tensor_fingerprint(noise), "latent_id": tensor_fingerprint(latent_image),
             "latent_shape": tuple(latent_image.shape)}
+
+
+def guidance_of(conditioning) -> tuple:
+    """The FLUX guidance of each entry of a CONDITIONING (raw or converted), None for an entry without one."""
+    out = []
+    for c in conditioning or ():
+        d = c if isinstance(c, dict) else c[1]
+        g = d.get("guidance")
+        out.append(None if g is None else float(g))
+    return tuple(out)
+
+
+def run_settings(cfg: float, sampler, seed, denoise_mask, positive=None, negative=None) -> RunSettings:
+    """The RunSettings of a sampling run; the guidance is read from the foundation conditioning (None without it)."""
+    guidance = None if positive is None else (guidance_of(positive), guidance_of(negative))
+    return RunSettings(cfg=float(cfg), guidance=guidance, sampler=sampler_label(sampler),
+                       seed=None if seed is None else int(seed), denoise_mask_id=tensor_fingerprint(denoise_mask))
 
 
 def not_acting_error(problem: str, family: str) -> FasaNotActing:
@@ -87,7 +103,7 @@ class FasaReporting:
             seconds = time.perf_counter() - t0
             summary = account.summary()
             self.report.update(summary, seconds=seconds)
-            self.report["text"] = describe(summary, seconds)
+            self.report["text"] = describe(summary, seconds) + "".join(f". {n}" for n in self.report.get("notes", ()))
             log.info("FreeCure: %s", self.report["text"])
             if self.report_node is not None:
                 show_node_text(self.report_node, self.report["text"])
@@ -107,11 +123,14 @@ def show_node_text(node_id: str, text: str) -> None:
 
 
 class FoundationSampling:
-    """sample() of a stage-1 guider (mixed in before the family's guider base): the FD latent is kept on the record
-    made in `self.store` (None when recording is off)."""
+    """sample() of a stage-1 guider (mixed in before the family's guider base): `self.settings` (the run's
+    RunSettings) is set for the record made in `self.store` (None when recording is off), which keeps the FD latent."""
 
-    def sample(self, *args, **kwargs):
-        out = super().sample(*args, **kwargs)
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
+               seed=None):
+        self.settings = run_settings(self.cfg, sampler, seed, denoise_mask, self.original_conds.get("positive"),
+                                     self.original_conds.get("negative"))
+        out = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         if self.store is not None:
             self.store.fd_samples = out.detach().to("cpu", copy=True)
         return out
@@ -123,10 +142,12 @@ class PairedLockstepSampling:
     keys/values into the run) and then PD with FASA. The family's part is its strategy: begin_lockstep_eval,
     record_options, consume_options, end_lockstep_eval.
 
-    A per-image denoise mask needs no doubling: ComfyUI repeats masks cyclically over the batch."""
+    Each branch is evaluated with its own MODEL's options and inside its own PREDICT_NOISE wrappers (branches.py); both
+    run at this guider's cfg. A per-image denoise mask needs no doubling: ComfyUI repeats masks cyclically over the
+    batch."""
 
     def __init__(self, model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg: float, fasa: FASAConfig):
-        check_same_weights(model_pd, model_fd)
+        check_lockstep_pair(model_pd, model_fd)
         check_no_caching(model_pd, "model_pd")
         check_no_caching(model_fd, "model_fd")
         super().__init__(model_pd, cfg)
@@ -134,21 +155,27 @@ class PairedLockstepSampling:
         self.inner_set_conds({"positive": positive, "negative": negative,
                               "fd_positive": fd_positive, "fd_negative": fd_negative})
 
+    def outer_predict_noise(self, x, timestep, model_options={}, seed=None):
+        return self.predict_noise(x, timestep, model_options, seed)  # PREDICT_NOISE wrappers act per branch
+
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         b = x.shape[0] // 2
         self.begin_lockstep_eval(sigma_of(timestep))
-        fd_opts = self.record_options(branch_options(model_options, self.model_fd))
-        fd = comfy.samplers.sampling_function(self.inner_model, x[b:], timestep[b:], self.conds.get("fd_negative"),
-                                              self.conds.get("fd_positive"), self.cfg, model_options=fd_opts, seed=seed)
-        pd_opts = self.consume_options(model_options)
-        pd = comfy.samplers.sampling_function(self.inner_model, x[:b], timestep[:b], self.conds.get("negative"),
-                                              self.conds.get("positive"), self.cfg, model_options=pd_opts, seed=seed)
+        opts = LockstepOptions(model_options, self.model_patcher, self.model_fd)
+        fd = predict_branch(self, x[b:], timestep[b:], self.conds.get("fd_negative"), self.conds.get("fd_positive"),
+                            self.record_options(opts.fd), seed)
+        pd = predict_branch(self, x[:b], timestep[:b], self.conds.get("negative"), self.conds.get("positive"),
+                            self.consume_options(opts.pd), seed)
         self.end_lockstep_eval()
         self.check_fasa_after_eval()
-        return torch.cat([pd, fd])
+        return opts.finish(x, timestep, pd, fd, model_options)
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
+        notes = [f"lockstep: FD ran alongside PD at this sampler's cfg {self.cfg:g}",
+                 lockstep_note(sampler, denoise_mask)]
+        self.report.update(sampler=sampler_name(sampler), sampler_kind=sampler_kind(sampler, denoise_mask),
+                           notes=[n for n in notes if n])
         latent2 = torch.cat([latent_image, latent_image])
         if sigmas.shape[-1] == 0:
             return latent2
@@ -159,18 +186,21 @@ class PairedLockstepSampling:
 class PairedReplaySampling:
     """A replay guider (mixed in before the family's guider base): PD alone, with FD's keys/values from the stage-1
     record (a `record_type`; anything else is refused with `wrong_record`), returned with the FD rows recorded by
-    stage 1 as the pair [PD rows; FD rows], like the lockstep guider. Each model evaluation is checked against the
-    record's sigma; the family's part is its strategy's consume_options."""
+    stage 1 as the pair [PD rows; FD rows], like the lockstep guider. The run's settings (cfg, sampler, seed, denoise
+    mask, and the FLUX guidance of fd_positive/fd_negative when given) must be the record's, and each model evaluation
+    is checked against the record's sigma; the family's part is its strategy's consume_options."""
 
     record_type: type
     wrong_record: str
 
-    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record):
+    def __init__(self, model_pd, positive, negative, cfg: float, fasa: FASAConfig, record, fd_positive=None,
+                 fd_negative=None):
         if not isinstance(record, self.record_type):
             raise ReplayMismatch(self.wrong_record)
         check_no_caching(model_pd, "model_pd")
         super().__init__(model_pd, cfg)
         self.fasa, self.record = fasa, record
+        self.fd_conds = (fd_positive, fd_negative)
         self.set_conds(positive, negative)
 
     def recorded_fd_samples(self) -> torch.Tensor:
@@ -186,24 +216,12 @@ class PairedReplaySampling:
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
+        refusal = replay_refusal(sampler)
+        if refusal:
+            raise ReplayMismatch(refusal)
+        self.record.check_settings(run_settings(self.cfg, sampler, seed, denoise_mask, *self.fd_conds))
         pd = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         return torch.cat([pd, self.recorded_fd_samples().to(device=pd.device, dtype=pd.dtype)])
-
-
-def branch_options(runtime_options: dict, branch_patcher) -> dict:
-    """The runtime model_options with the patches and CFG hooks of `branch_patcher` instead of the guider's."""
-    opts = comfy.model_patcher.create_model_options_clone(runtime_options)
-    own = comfy.model_patcher.create_model_options_clone(branch_patcher.model_options)
-    to = opts.setdefault("transformer_options", {})
-    own_to = own.get("transformer_options", {})
-    for key in ("patches", "patches_replace"):
-        to[key] = own_to.get(key, {})
-    for key in _BRANCH_OPTION_KEYS:
-        if key in own:
-            opts[key] = own[key]
-        else:
-            opts.pop(key, None)
-    return opts
 
 
 class _FreeCureGuider(comfy.samplers.CFGGuider):
@@ -319,7 +337,7 @@ class FoundationGuider(FoundationSampling, _FreeCureGuider):
                           site_tokens={s.key: downsampled_grid(shape[-2:], s.level) for s in chosen},
                           latent_shape=shape, sigmas=tuple(float(s) for s in sigmas.flatten().tolist()),
                           noise_id=self._inputs["noise_id"], latent_id=self._inputs["latent_id"],
-                          weights_id=weights_identity(self.model_patcher))
+                          weights_id=weights_identity(self.model_patcher), settings=self.settings)
         self.store = KVStore(info, offload=self.offload)
         return FasaRun(chosen, "record", store=self.store, record_rows=self.record_rows)
 

@@ -85,10 +85,10 @@ def _make_guider(model_pd, model_fd, positive, negative, fd_positive, fd_negativ
     if flux.is_flux(model_pd):
         flux.check_flux_fasa(fasa)
         if kv is not None:
-            return flux.FluxReplayGuider(model_pd, positive, negative, cfg, fasa, kv)
+            return flux.FluxReplayGuider(model_pd, positive, negative, cfg, fasa, kv, fd_positive, fd_negative)
         return flux.FluxLockstepGuider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa)
     if kv is not None:
-        return ReplayGuider(model_pd, positive, negative, cfg, fasa, kv)
+        return ReplayGuider(model_pd, positive, negative, cfg, fasa, kv, fd_positive, fd_negative)
     return LockstepGuider(model_pd, model_fd, positive, negative, fd_positive, fd_negative, cfg, fasa)
 
 

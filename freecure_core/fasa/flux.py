@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import attend, key_bias
-from .record import FasaRecord, ReplayMismatch
+from .record import FasaRecord, ReplayMismatch, RunSettings
 
 _ITEM = re.compile(r"^(double|single)(?::(\d+)(?:-(\d+))?)?$")
 
@@ -187,6 +187,7 @@ class FluxRecordInfo:
     noise_id: str
     latent_id: str
     weights_id: str
+    settings: RunSettings | None = None  # cfg, guidance, sampler, seed, denoise mask (checked by replay)
 
 
 class FluxRecord(FasaRecord):

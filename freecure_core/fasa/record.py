@@ -13,6 +13,7 @@ states ("x", half the size; keys/values are recomputed from them with the layer'
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -43,6 +44,49 @@ class ReplayMismatch(ValueError):
     """The replay run differs from the recorded foundation run (seed, steps, sampler, size, layers...)."""
 
 
+def describe_guidance(guidance: tuple) -> str:
+    """'positive 3.5, negative 3.5' for RunSettings.guidance ((positive values), (negative values))."""
+    def values(vs):
+        return "/".join("none" if v is None else f"{v:g}" for v in vs) or "none"
+    return ", ".join(f"{name} {values(vs)}" for name, vs in zip(("positive", "negative"), guidance))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What steers FD's trajectory besides the noise, the input latent and the sigma schedule (checked by replay).
+
+    cfg; guidance: the FLUX guidance of each entry of the foundation positive and negative conditioning (None where an
+    entry has none, e.g. SD models), or None when unknown; sampler: the sampler with its options (two runs with the
+    same sigmas but another sampler or eta follow other trajectories); seed: ancestral and SDE samplers draw their
+    per-step noise from it; denoise_mask_id: the fingerprint of the latent's noise_mask ('' without one)."""
+    cfg: float
+    guidance: tuple | None = None
+    sampler: str = ""
+    seed: int | None = None
+    denoise_mask_id: str = ""
+
+    def mismatch(self, run: "RunSettings") -> str | None:
+        """Why a replay run with settings `run` cannot use a record made with these, both values named, else None."""
+        if self.seed is not None and run.seed is not None and int(self.seed) != int(run.seed):
+            return (f"this run's seed is {run.seed} but the foundation record was made with seed {self.seed}, so the "
+                    f"initial noise differs (and so does any per-step noise). {_FIX}")
+        if self.sampler and run.sampler and self.sampler != run.sampler:
+            return f"this run samples with {run.sampler} but the foundation record was made with {self.sampler}. {_FIX}"
+        if not math.isclose(float(self.cfg), float(run.cfg), rel_tol=1e-9, abs_tol=1e-12):
+            return (f"this run's cfg is {run.cfg:g} but the foundation record was made at cfg {self.cfg:g}, and FD's "
+                    f"trajectory depends on it. {_FIX}")
+        if self.guidance is not None and run.guidance is not None and self.guidance != run.guidance:
+            return (f"the foundation conditioning (fd_positive, fd_negative) carries FLUX guidance "
+                    f"{describe_guidance(run.guidance)} here but the record was made at "
+                    f"{describe_guidance(self.guidance)}. Give stage 1's positive/negative and this sampler's "
+                    f"fd_positive/fd_negative the same Flux Guidance value")
+        if self.denoise_mask_id != run.denoise_mask_id:
+            return (f"the latent's denoise mask (noise_mask) differs from the recorded foundation run's "
+                    f"({'none' if not run.denoise_mask_id else 'another mask'} here, "
+                    f"{'none' if not self.denoise_mask_id else 'a mask'} there). {_FIX}")
+        return None
+
+
 @dataclass
 class RecordInfo:
     """What a record was made with; a replay must match it."""
@@ -57,9 +101,10 @@ class RecordInfo:
     latent_id: str = ""
     weights_id: str = ""
     eval_sigmas: list[float] = field(default_factory=list)
+    settings: RunSettings | None = None
 
 
-_FIX = "Use the same seed, steps, sampler, scheduler, denoise, size and batch as FreeCureFoundationSampler."
+_FIX = "Use the same seed, steps, cfg, sampler, scheduler, denoise, size and batch as FreeCureFoundationSampler."
 
 
 def _close(a: float, b: float) -> bool:
@@ -83,6 +128,13 @@ class FasaRecord:
         """Register the next model evaluation of the recorded run; returns its index."""
         self.eval_sigmas.append(float(sigma))
         return len(self.eval_sigmas) - 1
+
+    def check_settings(self, run: RunSettings) -> None:
+        """Raise ReplayMismatch naming the first RunSettings field where the replay differs from the record."""
+        recorded = getattr(getattr(self, "info", None), "settings", None)
+        problem = recorded.mismatch(run) if recorded is not None else None
+        if problem:
+            raise ReplayMismatch(f"FreeCure: {problem}")
 
     def nbytes(self) -> int:
         """Bytes held by the stored tensors."""

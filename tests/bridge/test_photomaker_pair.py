@@ -1,6 +1,7 @@
 """FreeCurePhotoMakerEncodePair on a tiny PhotoMaker and SDXL CLIP built from ComfyUI's classes
 (tests/support/tiny_photomaker.py). The node follows PhotoMaker's reference pipeline (trigger removed, class
-token repeated once per photo), not ComfyUI 0.3.75's core PhotoMakerEncode (see the last section)."""
+token repeated once per photo; the clean prompt for both branches before merge_start), not ComfyUI 0.3.75's core
+PhotoMakerEncode (see the last section)."""
 import importlib
 import logging
 
@@ -12,11 +13,12 @@ import nodes as comfy_nodes
 from comfy_api.latest import io
 from comfy_extras.nodes_photomaker import PhotoMakerEncode
 from freecure_core.identity import photomaker_tokens
-from support import tiny_photomaker
+from support import tiny_models, tiny_photomaker
 from support.pack_loader import load_pack
 
 PROMPT = "a photo of a woman photomaker with blonde hair"
 PLAIN = "a photo of a woman with blonde hair"
+EXPANDED_3 = "a photo of a woman woman woman with blonde hair"  # PLAIN with the class word once per photo, 3 photos
 CLASS_AT = 5  # <start> a photo of a woman
 NEEDS_TRIGGER = ("FreeCure: the PhotoMaker prompt needs the trigger word 'photomaker' right after the class word, "
                  "e.g. 'a photo of a woman photomaker with blonde hair'")
@@ -52,6 +54,7 @@ def node(spec):
 
 
 def pair(node, photomaker, image, clip, text=PROMPT, merge_start=0.0):
+    """The node's (pd, fd). merge_start 0 here unless given: one entry each, the prompts after the merge step."""
     return node.execute(photomaker=photomaker, image=image, clip=clip, text=text, merge_start=merge_start).result
 
 
@@ -78,7 +81,7 @@ def n_tokens(clip, text):
 
 
 # ------------------------------------------------------------------------------------------ FD
-@pytest.mark.parametrize("n_images, plain", [(1, PLAIN), (3, "a photo of a woman woman woman with blonde hair")])
+@pytest.mark.parametrize("n_images, plain", [(1, PLAIN), (3, EXPANDED_3)])
 def test_fd_is_the_trigger_free_prompt_with_one_class_word_per_photo(node, photomaker, images, clip, n_images, plain):
     pd, fd = pair(node, photomaker, images[:n_images], clip)
     cond, pooled = encode(clip, plain)
@@ -196,31 +199,140 @@ def test_expanding_keeps_weights_and_chunk_lengths_and_leaves_the_tokens_alone(c
 
 
 # ------------------------------------------------------------------------------------------ merge_start
-def test_merge_start_keeps_the_plain_text_first_then_the_fused_embedding(node, photomaker, images, clip):
-    pd, fd = pair(node, photomaker, images[:2], clip, merge_start=0.3)
-    (fused, _), = pair(node, photomaker, images[:2], clip, merge_start=0.0)[0]
-    assert len(pd) == 2 and len(fd) == 1 and set(fd[0][1]) == {"pooled_output"}
+def test_before_merge_start_both_branches_are_the_clean_prompt_then_pd_fused_fd_expanded(node, photomaker, images,
+                                                                                           clip):
+    """PhotoMaker's reference loop (pipeline.py:897-920): for i <= start_merge_step PD and FD both use the prompt
+    without the trigger (class word once) and ITS pooled output; after it PD uses the fused expanded prompt, FD the
+    expanded prompt before fusion, both with the expanded prompt's pooled output. Three photos, so the clean and
+    the expanded prompts differ."""
+    pd, fd = pair(node, photomaker, images, clip, merge_start=0.3)
+    clean, clean_pooled = encode(clip, PLAIN)
+    expanded, expanded_pooled = encode(clip, EXPANDED_3)
+    assert not torch.equal(clean, expanded) and not torch.equal(clean_pooled, expanded_pooled)
+    assert len(pd) == len(fd) == 2
+    for branch in (pd, fd):
+        (early, early_opts), (late, late_opts) = branch
+        assert torch.equal(early, clean) and torch.equal(early_opts["pooled_output"], clean_pooled)  # bit-exact
+        assert torch.equal(late_opts["pooled_output"], expanded_pooled)
+        assert (early_opts["start_percent"], early_opts["end_percent"]) == (0.0, 0.3)
+        assert (late_opts["start_percent"], late_opts["end_percent"]) == (0.3, 1.0)
+        # Same keys as core's ConditioningSetTimestepRange.
+        (ranged,) = comfy_nodes.ConditioningSetTimestepRange().set_range([[late, {"pooled_output": None}]], 0.3, 1.0)
+        assert set(early_opts) == set(late_opts) == set(ranged[0][1]) == {"pooled_output", "start_percent",
+                                                                          "end_percent"}
+    assert torch.equal(fd[1][0], expanded)
+    assert torch.equal(pd[1][0], fuse(photomaker, images, expanded, [CLASS_AT, CLASS_AT + 1, CLASS_AT + 2]))
+    (fused, _), = pair(node, photomaker, images, clip, merge_start=0.0)[0]
+    assert torch.equal(pd[1][0], fused)
+    options = [opts for _, opts in pd + fd]
+    assert len({id(o) for o in options}) == 4  # every entry has its own options dict
 
-    (early, early_opts), (late, late_opts) = pd
-    assert torch.equal(early, fd[0][0])
-    assert early_opts["start_percent"] == 0.0 and early_opts["end_percent"] == 0.3
-    assert torch.equal(late, fused)
-    # Same keys as core's ConditioningSetTimestepRange.
-    (ranged,) = comfy_nodes.ConditioningSetTimestepRange().set_range([[fused, {"pooled_output": None}]], 0.3, 1.0)
-    assert set(late_opts) == set(ranged[0][1]) == {"pooled_output", "start_percent", "end_percent"}
-    assert late_opts["start_percent"] == 0.3 and late_opts["end_percent"] == 1.0
-    for opts in (early_opts, late_opts):
-        assert torch.equal(opts["pooled_output"], fd[0][1]["pooled_output"])
-    assert early_opts is not late_opts and fd[0][1] is not early_opts and fd[0][1] is not late_opts
+
+def test_one_photo_clean_and_expanded_prompts_are_the_same(node, photomaker, images, clip):
+    pd, fd = pair(node, photomaker, images[:1], clip, merge_start=0.5)
+    clean, clean_pooled = encode(clip, PLAIN)
+    assert torch.equal(fd[0][0], clean) and torch.equal(fd[1][0], clean) and torch.equal(pd[0][0], clean)
+    assert torch.equal(fd[1][1]["pooled_output"], clean_pooled)
+    assert changed_rows(pd[1][0], clean) == [CLASS_AT]
 
 
 def test_merge_start_1_never_fuses_and_warns(node, photomaker, images, clip, caplog):
     with caplog.at_level(logging.WARNING, logger="FreeCure"):
-        pd, fd = pair(node, photomaker, images[:1], clip, merge_start=1.0)
+        pd, fd = pair(node, photomaker, images, clip, merge_start=1.0)
     assert "never fused" in caplog.text
-    assert len(pd) == 1 and torch.equal(pd[0][0], fd[0][0])
-    assert torch.equal(pd[0][1]["pooled_output"], fd[0][1]["pooled_output"])
-    assert "start_percent" not in pd[0][1] and pd[0][1] is not fd[0][1]
+    clean, clean_pooled = encode(clip, PLAIN)
+    for branch in (pd, fd):  # both the clean prompt throughout, as the reference with start_merge_step >= steps
+        assert len(branch) == 1 and set(branch[0][1]) == {"pooled_output"}
+        assert torch.equal(branch[0][0], clean) and torch.equal(branch[0][1]["pooled_output"], clean_pooled)
+    assert pd[0][1] is not fd[0][1]
+
+
+def test_the_default_merge_start_is_the_nodes(spec):
+    import inspect
+    from freecure_core.comfy_bridge import photomaker as bridge
+    (ms,) = [i for i in spec.inputs if i.name == "merge_start"]
+    assert inspect.signature(bridge.encode_pair).parameters["merge_start"].default == ms.default == 0.23
+
+
+# The reference (PhotoMaker/run_photomaker_freecure.py:96,107-111; pipeline.py:897): DDIM with SDXL base's scheduler
+# config, 50 steps, start_merge_step = int(20 / 100 * 50) = 10, clean prompt for the steps i <= start_merge_step.
+# diffusers' DDIM "leading" spacing with steps_offset 1 puts step i at timestep 981 - 20 i.
+REFERENCE_STEPS, START_MERGE_STEP = 50, int(20 / 100 * 50)
+REFERENCE_TIMESTEPS = list(range(981, 0, -20))
+SDXL_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      timestep_spacing="leading", steps_offset=1, clip_sample=False, set_alpha_to_one=False,
+                      prediction_type="epsilon")  # SDXL base 1.0's scheduler_config.json, the fields DDIM reads
+
+
+@pytest.fixture(scope="module")
+def sdxl_2048():
+    return tiny_models.build_tiny_sdxl_2048(0)
+
+
+def conds_per_step(model, clip, positive, steps, sampler, scheduler):
+    """[(model timestep, c_crossattn, pooled part of y)] of every model call when ComfyUI's KSampler samples
+    `positive` at cfg 1 (no uncond call); the UNet itself is not run (the wrapper predicts zero noise)."""
+    calls = []
+
+    def wrapper(apply_model, args):
+        c = args["c"]
+        calls.append((args["timestep"], c["c_crossattn"], c["y"][:, :1280]))
+        return torch.zeros_like(args["input"])
+
+    m = model.clone()
+    m.set_model_unet_function_wrapper(wrapper)
+    empty, empty_pooled = encode(clip, "")
+    comfy_nodes.common_ksampler(m, 0, steps, 1.0, sampler, scheduler, positive, [[empty, {"pooled_output":
+                                                                                         empty_pooled}]],
+                                {"samples": torch.zeros(1, 4, 8, 8)})
+    sampling = model.get_model_object("model_sampling")
+    return [(int(sampling.timestep(sigma)[0]), cross, pooled) for sigma, cross, pooled in calls]
+
+
+def which(cross, pooled, candidates):
+    """The name of the (embedding, pooled) candidate that (cross, pooled) is, bit-exact."""
+    (name,) = [k for k, (c, p) in candidates.items() if torch.equal(cross, c) and torch.equal(pooled, p)]
+    return name
+
+
+def test_the_reference_schedule_is_comfyuis_ddim_uniform():
+    """The reference's timesteps and sigmas are what ComfyUI's ddim_uniform scheduler gives for 50 steps."""
+    diffusers = pytest.importorskip("diffusers")
+    import comfy.samplers
+    from comfy.model_sampling import ModelSamplingDiscrete
+    ddim = diffusers.DDIMScheduler(**SDXL_SCHEDULER)
+    ddim.set_timesteps(REFERENCE_STEPS)
+    assert ddim.timesteps.tolist() == REFERENCE_TIMESTEPS
+    sampling = ModelSamplingDiscrete()  # SDXL's defaults: scaled_linear 0.00085..0.012, 1000 steps
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "ddim_uniform", REFERENCE_STEPS)
+    alpha = ddim.alphas_cumprod[ddim.timesteps].double()
+    torch.testing.assert_close(sigmas[:-1].double(), ((1 - alpha) / alpha).sqrt(), rtol=1e-5, atol=0)
+    assert float(sigmas[-1]) == 0.0
+
+
+@pytest.mark.parametrize("merge_start, sampler, scheduler, steps, first_fused", [
+    (0.23, "ddim", "ddim_uniform", REFERENCE_STEPS, START_MERGE_STEP + 1),  # the reference: steps 0-10 clean
+    (0.2, "ddim", "ddim_uniform", REFERENCE_STEPS, START_MERGE_STEP),  # the former default fused one step early
+    (0.23, "euler", "normal", 30, 7),  # other schedules (the tooltip and README): the same timestep, other steps
+    (0.23, "euler", "karras", 30, 8),
+    (0.23, "euler", "normal", 50, 12),
+])
+def test_the_switch_step_in_comfyui_sampling(node, photomaker, images, clip, sdxl_2048, merge_start, sampler,
+                                             scheduler, steps, first_fused):
+    """What the UNet is given at every step when KSampler samples each branch: the clean prompt and its pooled
+    output up to the switch, then PD's fused / FD's expanded prompt with the expanded pooled output."""
+    pd, fd = pair(node, photomaker, images, clip, merge_start=merge_start)
+    clean, expanded = encode(clip, PLAIN), encode(clip, EXPANDED_3)
+    fused = (pd[1][0], expanded[1])
+    for branch, late, late_cond in ((pd, "fused", fused), (fd, "expanded", expanded)):
+        calls = conds_per_step(sdxl_2048, clip, branch, steps, sampler, scheduler)
+        assert len(calls) == steps  # one call per step: exactly one entry is active at every step
+        used = [which(cross, pooled, {"clean": clean, late: late_cond}) for _, cross, pooled in calls]
+        assert used == ["clean"] * first_fused + [late] * (steps - first_fused)
+        if scheduler == "ddim_uniform":
+            assert [t for t, _, _ in calls] == REFERENCE_TIMESTEPS
+            reference = ["clean" if i <= START_MERGE_STEP else late for i in range(REFERENCE_STEPS)]
+            assert (used == reference) == (merge_start == 0.23)
 
 
 def test_merge_start_outside_0_1_is_refused(node, photomaker, images, clip):
@@ -282,7 +394,7 @@ def test_node_declaration_v1_and_v3(spec, node, photomaker, images, clip):
                                                                                  "STRING"]
     assert required["text"][1]["default"] == "photograph of photomaker" and required["text"][1]["multiline"]
     ms = required["merge_start"][1]
-    assert (ms["default"], ms["min"], ms["max"], ms["step"]) == (0.2, 0.0, 1.0, 0.01)
+    assert (ms["default"], ms["min"], ms["max"], ms["step"]) == (0.23, 0.0, 1.0, 0.01)
     assert v1.RETURN_TYPES == ("CONDITIONING", "CONDITIONING")
     assert v1.RETURN_NAMES == ("pd_conditioning", "fd_conditioning")
     assert v1.CATEGORY == "FreeCure/identity"
@@ -297,5 +409,5 @@ def test_node_declaration_v1_and_v3(spec, node, photomaker, images, clip):
                   merge_start=0.25)
     pd1, fd1 = v1().execute(**kwargs)
     pd3, fd3 = node.execute(**kwargs).result
-    assert [len(pd1), len(fd1)] == [len(pd3), len(fd3)] == [2, 1]
+    assert [len(pd1), len(fd1)] == [len(pd3), len(fd3)] == [2, 2]
     assert all(torch.equal(a[0], b[0]) for a, b in zip(pd1 + fd1, pd3 + fd3))

@@ -120,7 +120,7 @@ def _start(request, tmp_path_factory, files: pathlib.Path, pack: str):
     server = h["_launch_server"](root, base, base / "run", env,
                                  extra_args=("--base-directory", str(base), "--disable-api-nodes"))
     try:
-        h["_wait_ready"](server, t0)
+        h["_wait_ready"](server, t0, timeout=3 * h["SERVER_START_TIMEOUT_S"])  # the ports import EVA-CLIP, facexlib
     except BaseException:
         h["_shut_down"](server)
         raise

@@ -178,7 +178,7 @@ def test_photomaker_changes_only_the_conditioning():
     assert _src(wf, pd, "negative") == _src(wf, fd, "negative")
     assert _src(wf, pair, "photomaker")[0] == "PhotoMakerLoader" and _src(wf, pair, "image")[0] == "LoadImage"
     assert _src(wf, pair, "clip") == ("CheckpointLoaderSimple", "CLIP", ckpt["id"])
-    assert pair["widgets_values"] == ["a photo of a woman photomaker with blonde curly hair, wearing sunglasses", 0.2]
+    assert pair["widgets_values"] == ["a photo of a woman photomaker with blonde curly hair, wearing sunglasses", 0.23]
     assert _one(wf, "PhotoMakerLoader")["widgets_values"] == ["photomaker-v1.bin"]
     assert "models/photomaker/" in _notes(wf)
 
