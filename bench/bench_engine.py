@@ -314,10 +314,13 @@ def section_apg(r, args):
         ["whole pipeline with APG (stages 1 + 3 + 4)", total_rows, f"{total_rows / n:.1f}N", f"{total_s:.1f}",
          f"{total_s / base:.2f}x"],
     ]
-    table(f"[4] APG, gamma 0.5: {k} of {n} steps inverted then regenerated (one run, same model and size as [2])",
+    rep = r["apg_report"]
+    turn = f"turn at sigma {rep.get('sigma_turn', 0):.4g}, {rep.get('whole_steps', k)} of the {n} scheduled" + \
+        (" + 1 to the turn" if rep.get("turn_step") else "")
+    table(f"[4] APG, gamma 0.5 ({turn}): {k} steps inverted then regenerated (one run, same model and size as [2])",
           ["variant", "rows", "per N", "s", "vs base"], rows,
           f"baseline = stock KSampler, {base_rows} rows, {base:.1f} s. Inversion runs the template prompt at cfg 1 "
-          f"(ComfyUI skips the uncond row), so APG costs 3 x ceil(gamma N) rows. Target for the whole pipeline: <= 3x "
+          f"(ComfyUI skips the uncond row), so APG costs 3 rows per step inverted. Target for the whole pipeline: <= 3x "
           f"the baseline's wall time (paper: 3.5-4x). APG ran and is finite: {r['checks']['apg_ran']}")
     return total_s
 

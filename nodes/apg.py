@@ -3,6 +3,7 @@ Declarations only; the work is in freecure_core.apg and freecure_core.comfy_brid
 from __future__ import annotations
 
 from ..freecure_core.apg import expressions
+from ..freecure_core.apg.schedule import GAMMA_MODES, GAMMA_TIMESTEP
 from ..freecure_core.comfy_bridge import apg as engine
 from ..freecure_core.comfy_bridge.sampling import sampler_names, scheduler_names
 from .spec import In, NodeSpec, Out, WithUI
@@ -11,9 +12,9 @@ CATEGORY = "FreeCure/sampling"
 
 
 def _apg(model, samples, template, attributes, negative, seed, steps, cfg, sampler_name, scheduler, gamma,
-         inversion_cfg, inversion_refine=0):
+         inversion_cfg, inversion_refine=0, gamma_mode=GAMMA_TIMESTEP):
     latent, report = engine.apg(model, samples, template, attributes, negative, seed, steps, cfg, sampler_name,
-                                scheduler, gamma, inversion_cfg, inversion_refine)
+                                scheduler, gamma, inversion_cfg, inversion_refine, gamma_mode=gamma_mode)
     return WithUI((latent,), {"text": [engine.describe(report)]})
 
 
@@ -34,21 +35,30 @@ APG = NodeSpec(
         In("CONDITIONING", "negative", "Negative prompt."),
         In("INT", "seed", "Seed (used by ancestral samplers in the regeneration; the inversion is deterministic).",
            default=0, min=0, max=0xffffffffffffffff, seed=True),
-        In("INT", "steps", "Steps of the full schedule; APG inverts and regenerates its last ceil(gamma*steps).",
-           default=20, min=1, max=10000),
+        In("INT", "steps", "Steps of the full schedule (with the scheduler below); APG inverts and regenerates its "
+           "steps below the turn that gamma sets.", default=20, min=1, max=10000),
         In("FLOAT", "cfg", "Guidance scale of the regeneration (the attribute prompt).", default=8.0, min=0.0,
            max=100.0, step=0.1),
         In("COMBO", "sampler_name", "Sampler of the regeneration (the inversion is always deterministic DDIM).",
            options=sampler_names(), default="euler"),
         In("COMBO", "scheduler", "Noise schedule (shared by inversion and regeneration).", options=scheduler_names(),
            default="normal"),
-        In("FLOAT", "gamma", "Fraction of the schedule to invert and regenerate (paper: 0.5). Larger = stronger "
-           "expression, less of the FreeCure image kept; 0 = pass through.", default=0.5, min=0.0, max=1.0,
-           step=0.01),
+        In("FLOAT", "gamma", "Where APG turns, as the paper's gamma: the image is inverted up to the model's noise "
+           "level at timestep gamma*T (T = its training timesteps; SD1.x/SDXL at 0.5: sigma 1.616; flow and FLUX "
+           "models: their shifted sigma at t = gamma), whatever the scheduler and steps, and regenerated from there. "
+           "The schedule's steps below that sigma are inverted, plus one step up to it unless a step lands within "
+           "0.5%. Paper: 0.5 (ablation 0.5-0.6). Larger = stronger expression, less of the FreeCure image kept; 0 = "
+           "pass through; 1 = invert to pure noise. The node's text gives the turn sigma and the steps inverted.",
+           default=0.5, min=0.0, max=1.0, step=0.01),
         In("FLOAT", "inversion_cfg", "Guidance scale of the inversion with the template (1 = conditional only, "
            "DDIM inversion's usual choice).", default=1.0, min=0.0, max=100.0, step=0.1),
         In("INT", "inversion_refine", "Extra model evaluations per inversion step that make it the exact inverse of "
            "a DDIM step (0 = plain DDIM inversion, as the paper).", default=0, min=0, max=10),
+        In("COMBO", "gamma_mode", "How gamma is read. 'timestep (paper)': the model's sigma at timestep gamma*T "
+           "(see gamma). 'steps': the last ceil(gamma*steps) steps of the schedule (the pack's earlier reading, to "
+           "reproduce older results): close to the paper's on schedules uniform in the model's timestep (simple, "
+           "sgm_uniform, normal), less noise on others (SD, karras, 30 steps: turns at sigma 1.15 instead of 1.62).",
+           options=list(GAMMA_MODES), default=GAMMA_TIMESTEP, optional=True),
     ],
     outputs=[Out("LATENT", "latent", "The image with the expression applied.")],
     run=_apg)

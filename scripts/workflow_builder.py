@@ -748,14 +748,18 @@ APG_PROMPT = "a photo of a woman laughing happily, with blonde curly hair, weari
 APG_TEMPLATE = "a photo of a woman, with blonde curly hair, wearing sunglasses"
 APG_GAMMA = 0.5
 GROUP_COLORS = {"prompt": "#88A", "stage1": "#3f789e", "stage2": "#8A8", "stage3": "#b06634", "stage4": "#a1309b"}
+APG_GAMMA_MODE = "timestep (paper)"
 APG_NOTE = ("Stage 4 - FreeCure APG (asymmetric prompt guidance) adds the expression, which no mask can localise. "
-            "It DDIM-inverts the stage-3 latent up the last ceil(gamma x steps) steps of the schedule (15 of 30 at "
-            "gamma 0.5) with the template prompt, then regenerates those steps with the whole prompt (template + "
-            "expression words) with the cfg and sampler set here. The identity is off: model = the foundation MODEL "
-            "(model_fd).\n\nWithout expression words the two prompts are identical and APG passes the stage-3 "
-            "image through unchanged; its text says whether it ran. gamma 0.5 as in the paper (0.5-0.6 works; "
-            "larger = stronger expression, less of the FreeCure image kept). Keep seed, steps, sampler and "
-            "scheduler equal to stages 1 and 3. Compare the result with the stage-3 preview.")
+            "It DDIM-inverts the stage-3 latent with the template prompt up to the model's noise level at timestep "
+            "gamma x T, the paper's gamma (SDXL at gamma 0.5: sigma 1.62; on 30 'normal' steps that is 15 of the "
+            "schedule's steps plus one step up to that sigma), then regenerates from there with the whole prompt "
+            "(template + expression words) with the cfg and sampler set here. The identity is off: model = the "
+            "foundation MODEL (model_fd).\n\nWithout expression words the two prompts are identical and APG passes "
+            "the stage-3 image through unchanged; its text says whether it ran, the sigma it turned at and the steps "
+            "it inverted. gamma 0.5 as in the paper (0.5-0.6 works; larger = stronger expression, less of the "
+            "FreeCure image kept); gamma_mode 'steps' reads gamma as the last ceil(gamma x steps) steps instead (the "
+            "earlier reading). Keep seed, steps, sampler and scheduler equal to stages 1 and 3. Compare the result "
+            "with the stage-3 preview.")
 
 
 def freecure_apg() -> dict:
@@ -802,9 +806,9 @@ def freecure_apg() -> dict:
     g.connect_widget(split, "attributes", st["mask"], "prompt")
 
     c = 6  # stage 4 right of stage 3, in the first band
-    note4 = g.note(APG_NOTE, col=c, size=(340, 330), band=0)
-    apg = g.add("FreeCureAPG", SEED, "fixed", STEPS, CFG, "euler", "normal", APG_GAMMA, 1.0, 0, col=c, band=0,
-                title="FreeCure APG (stage 4)")
+    note4 = g.note(APG_NOTE, col=c, size=(340, 380), band=0)
+    apg = g.add("FreeCureAPG", SEED, "fixed", STEPS, CFG, "euler", "normal", APG_GAMMA, 1.0, 0, APG_GAMMA_MODE, col=c,
+                band=0, title="FreeCure APG (stage 4)")
     for src, out, inp in ((ckpt, "MODEL", "model"), (st["pd"], "pd_latent", "samples"),
                           (template, "CONDITIONING", "template"), (attributes, "CONDITIONING", "attributes"),
                           (neg, "CONDITIONING", "negative")):

@@ -1,4 +1,21 @@
-"""APG schedule math: split a sampling schedule at gamma, and deterministic DDIM inversion up the first part.
+"""APG schedule math: where gamma turns (the paper's timestep gamma*T), the split of a sampling schedule there, and
+deterministic DDIM inversion up the first part.
+
+gamma, as the paper defines it: APG inverts the image to the latent at timestep gamma*T, the *model's* noise level
+at that fraction of its own schedule, whatever schedule the run uses. In ComfyUI that sigma is
+model_sampling.percent_to_sigma(1 - gamma) (`paper_turn_sigma`): for discrete SD models sigma(gamma * 999) of the
+1000 training timesteps (gamma 0.5: 1.6156, between the DDPM reading x_500 = sigma(499) = 1.6129 and diffusers'
+timestep 500 = sigma(500) = 1.6183, 0.17% either side); for flow models (SD3, FLUX) the model's shifted sigma at
+t = gamma (FLUX at shift mu 1.15: 0.7595, not 0.5); for continuous EDM/V models the log-linear point. gamma 0 is
+the clean image (nothing to invert), gamma 1 the model's sigma_max (pure noise).
+`split_at_sigma` then splits the run's own schedule at that sigma: the run's steps below it are inverted and
+regenerated whole, and one more step goes from the first of them up to the turn itself (inserted into the
+schedule), unless a step of the schedule lies within 0.5% of the turn, which is then the turn (the paper's
+gamma*T is not defined more closely than that: see above). So the regeneration starts from exactly the paper's
+latent on every scheduler and step count, at the cost of at most one extra model evaluation each way.
+The older reading, the last ceil(gamma * N) steps of the run's schedule (`split_schedule`), is kept as an
+option: it equals the paper's on schedules uniform in the model's timestep, and differs elsewhere (karras at 30
+steps on SD turns at sigma 1.151 instead of 1.616).
 
 Everything works in k-diffusion's parameterisation, which ComfyUI samplers use: the sampler state is
 x = a(sigma) * x0 + sigma * eps with a = 1 (EPS, V-prediction, EDM, X0 models: x = x0 + sigma * eps) or
@@ -21,17 +38,40 @@ inverse of a DDIM/Euler denoising step (one extra model evaluation per iteration
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 
 _GAMMA_EPS = 1e-9  # gamma * N is rounded up, but 0.1 * 30 = 3.0000000000000004 must give 3, not 4
 
 
-def inverted_steps(n_steps: int, gamma: float) -> int:
-    """k = ceil(gamma * n_steps): how many of the schedule's last (least noisy) steps APG inverts."""
+GAMMA_TIMESTEP = "timestep (paper)"  # gamma = the paper's timestep gamma*T of the model's schedule
+GAMMA_STEPS = "steps"  # gamma = the fraction of the run's steps (the last ceil(gamma * N))
+GAMMA_MODES = (GAMMA_TIMESTEP, GAMMA_STEPS)
+TURN_RTOL = 0.005  # a schedule sigma this close (relative) to the turn is the turn; nothing is inserted
+
+
+def check_gamma(gamma: float) -> None:
+    """Raise unless 0 <= gamma <= 1."""
     if not 0.0 <= gamma <= 1.0 or math.isnan(gamma):
         raise ValueError(f"FreeCure: gamma must be within 0..1, got {gamma}")
+
+
+def inverted_steps(n_steps: int, gamma: float) -> int:
+    """k = ceil(gamma * n_steps): how many of the schedule's last (least noisy) steps APG inverts in "steps" mode."""
+    check_gamma(gamma)
     return min(n_steps, max(0, math.ceil(gamma * n_steps - _GAMMA_EPS)))
+
+
+def paper_turn_sigma(gamma: float, percent_to_sigma: Callable[[float], float], sigma_max: float) -> float:
+    """The sigma of the paper's timestep gamma*T: percent_to_sigma(1 - gamma) (ComfyUI's model_sampling method),
+    0 at gamma 0 (the clean image) and sigma_max at gamma 1 (ComfyUI's percent_to_sigma(0) is a huge sentinel)."""
+    check_gamma(gamma)
+    if gamma == 0.0:
+        return 0.0
+    if gamma == 1.0:
+        return float(sigma_max)
+    return float(percent_to_sigma(1.0 - gamma))
 
 
 def check_schedule(sigmas: torch.Tensor) -> None:
@@ -47,7 +87,7 @@ def check_schedule(sigmas: torch.Tensor) -> None:
 
 
 def split_schedule(sigmas: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inversion sigmas, regeneration sigmas) for an N-step schedule and gamma.
+    """(inversion sigmas, regeneration sigmas) for an N-step schedule and gamma read as a fraction of the steps.
 
     With k = ceil(gamma * N): inversion goes up the last k + 1 sigmas, ascending from 0 to sigmas[N - k];
     regeneration goes down sigmas[N - k:] back to 0 (both k steps). gamma 0 (k = 0) gives two empty
@@ -61,6 +101,58 @@ def split_schedule(sigmas: torch.Tensor, gamma: float) -> tuple[torch.Tensor, to
         return empty, empty.clone()
     regeneration = sigmas[n - k:].clone()
     return regeneration.flip(0), regeneration
+
+
+class Split(NamedTuple):
+    """APG's schedule split: `up` ascends from 0 to the turn (inversion), `down` = `up` reversed (regeneration).
+    `whole_steps` of the run's schedule are inside it; `turn_step` is True when one more step, from the highest of
+    them up to the turn sigma, was inserted (the turn lies between two of the schedule's sigmas)."""
+    up: torch.Tensor
+    down: torch.Tensor
+    whole_steps: int
+    turn_step: bool
+
+    @property
+    def steps(self) -> int:
+        """Steps each way (model evaluations of the inversion without refine, and of a one-stage regeneration)."""
+        return self.whole_steps + int(self.turn_step)
+
+    @property
+    def sigma_turn(self) -> float:
+        """The sigma APG inverts to and regenerates from (0 when nothing is inverted)."""
+        return float(self.up[-1]) if self.up.numel() else 0.0
+
+
+def split_at_sigma(sigmas: torch.Tensor, sigma_turn: float, rtol: float = TURN_RTOL) -> Split:
+    """Split an N-step schedule (descending, ending at 0) at `sigma_turn`.
+
+    If a schedule sigma s_j > 0 lies within rtol * sigma_turn of it (the nearest such), the turn is s_j: down =
+    sigmas[j:], N - j whole steps. Otherwise let j be the number of schedule sigmas above the turn: down =
+    [sigma_turn] + sigmas[j:], N - j whole steps plus the turn step s_j -> sigma_turn (j = 0 when the turn is above
+    the schedule's top). sigma_turn <= 0 gives empty tensors: nothing to do. `up` is `down` reversed.
+    """
+    check_schedule(sigmas)
+    if math.isnan(sigma_turn):
+        raise ValueError("FreeCure: the APG turn sigma is NaN")
+    n = sigmas.shape[0] - 1
+    if sigma_turn <= 0.0:
+        empty = sigmas[:0]
+        return Split(empty, empty.clone(), 0, False)
+    gap = (sigmas[:n].double() - sigma_turn).abs()
+    j = int(torch.argmin(gap))
+    if float(gap[j]) <= rtol * sigma_turn:
+        down = sigmas[j:].clone()
+        return Split(down.flip(0), down, n - j, False)
+    j = int((sigmas[:n].double() > sigma_turn).sum())
+    down = torch.cat([sigmas.new_tensor([sigma_turn]), sigmas[j:]])
+    return Split(down.flip(0), down, n - j, True)
+
+
+def split_steps(sigmas: torch.Tensor, gamma: float) -> Split:
+    """`split_schedule` as a Split: gamma read as a fraction of the run's steps (the last ceil(gamma * N), no turn
+    step)."""
+    up, down = split_schedule(sigmas, gamma)
+    return Split(up, down, max(0, len(down) - 1), False)
 
 
 def ddim_inversion_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next, sigma_eval=None) -> torch.Tensor:

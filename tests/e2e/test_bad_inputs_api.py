@@ -411,6 +411,8 @@ BAD: dict[str, list[Case]] = {
         Case("zero steps", _apg({"steps": 0}), Invalid("steps", "value_smaller_than_min")),
         Case("samples is an IMAGE", _apg(samples=_image), Invalid("samples", "return_type_mismatch")),
         Case("unknown scheduler", _apg({"scheduler": "sometimes"}), Choice("scheduler", ("scheduler", "normal"))),
+        Case("unknown gamma_mode", _apg({"gamma_mode": "percent"}),
+             Choice("gamma_mode", ("gamma_mode", "'percent'", "timestep (paper)", "steps"))),
     ],
     "FreeCureExpressionSplit": [
         Case("prompt is an IMAGE", _expression_split(_image), Invalid("prompt", "return_type_mismatch")),

@@ -33,7 +33,8 @@ import test_soak as soak  # noqa: E402
 import workflow_utils as wu  # noqa: E402
 
 LONG_STEPS = 40    # stage 1 / stage 3 schedule of an interrupted prompt: ~0.9 s per stage on the tiny model
-APG_STEPS = 60     # APG's schedule: 30 inverted + 30 regenerated steps
+APG_STEPS = 60     # APG's schedule ('normal'; gamma 0.5)
+APG_INVERTED = 31  # its steps each way: 30 of the 60 below the paper's turn (timestep 0.5T) + 1 up to the turn
 INTERRUPT_AT = 3   # interrupt when the target node reports this step (of LONG_STEPS / APG_STEPS)
 FAULT_MESSAGE = "FreeCureE2E: simulated fault inside the FASA patch"  # tests/e2e_probe_pack
 REFERENCE = {"mode": "replay", "seed": 777, "size": (64, 64), "steps": 3, "mask": soak.MASKS[0]}
@@ -127,7 +128,7 @@ INTERRUPT_CASES = {  # case: (mode, target node, step to interrupt at)
     "stage3_replay": ("replay", "pd", INTERRUPT_AT),
     "stage3_lockstep": ("lockstep", "pd", INTERRUPT_AT),
     "apg_inversion": ("replay", "apg", INTERRUPT_AT),
-    "apg_regeneration": ("replay", "apg", APG_STEPS // 2 + INTERRUPT_AT),
+    "apg_regeneration": ("replay", "apg", APG_INVERTED + INTERRUPT_AT),
 }
 
 

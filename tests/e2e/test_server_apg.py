@@ -4,12 +4,12 @@ ComfyUI server.
 * static: the file is well formed (links agree with both ends, execution order, linked widget inputs listed after
   the sockets, no overlapping nodes), one prompt drives every stage (FreeCure Expression Split -> the two encoders
   and the Attribute Mask's prompt), stages 1, 3 and 4 share seed, steps, cfg, sampler and scheduler, APG gets the
-  foundation MODEL, the stage-3 latent and gamma 0.5, and each stage's nodes sit inside the LiteGraph group of
-  their stage (and touch no other group);
+  foundation MODEL, the stage-3 latent and gamma 0.5 read as the paper's (timestep 0.5T), and each stage's nodes
+  sit inside the LiteGraph group of their stage (and touch no other group);
 * server: every link and socket (widget sockets included) matches /object_info;
 * the workflow runs on the tiny SD1.5 checkpoint with the random test BiSeNet (64x64, 6 steps): APG reports the
-  steps it inverted, the split node the expression words, the Attribute Mask the prompt's attributes, and the
-  saved image has the latent's size;
+  sigma it turned at and the steps it inverted, the split node the expression words, the Attribute Mask the prompt's
+  attributes, and the saved image has the latent's size;
 * with a prompt without expression words APG passes the stage-3 image through pixel for pixel and says why.
 
 The API copy in workflows/api/ is checked with the other workflows in test_server_freecure.py.
@@ -130,7 +130,8 @@ def test_ui_workflow_is_well_formed():
     fd, pd, apg = (_one(wf, t) for t in ("FreeCureFoundationSampler", "FreeCureSampler", "FreeCureAPG"))
     assert fd["widgets_values"][:6] == pd["widgets_values"][:6] == apg["widgets_values"][:6] \
         == [42, "fixed", 30, 5.0, "euler", "normal"], "seed (fixed), steps, cfg, sampler, scheduler shared"
-    assert apg["widgets_values"][6:] == [0.5, 1.0, 0], "gamma 0.5 (paper), inversion cfg 1, no refinement"
+    assert apg["widgets_values"][6:] == [0.5, 1.0, 0, "timestep (paper)"], \
+        "gamma 0.5 read as the paper's timestep 0.5T, inversion cfg 1, no refinement"
     assert fd["widgets_values"][7] == "cond", "stage 1 records for replay"
     notes = _notes(wf)
     assert "ComfyUI/models/checkpoints/" in notes and "models/face_parsing/" in notes
@@ -245,7 +246,10 @@ def test_workflow_runs_all_four_stages_on_tiny_models(comfy_server):
 
     assert _text(entry, ids["split"]) == "expression words: 'laughing happily'"
     apg = _text(entry, ids["apg"])
-    assert apg.startswith(f"APG: inverted {STEPS // 2} of {STEPS} steps (gamma 0.5") and "template" in apg, apg
+    # 'normal' at 6 steps has no step at the paper's turn (sigma 1.616, timestep 0.5T): 3 steps + 1 up to it
+    assert apg.startswith(f"APG: inverted {STEPS // 2 + 1} steps ({STEPS // 2} of the {STEPS} scheduled + 1 to the "
+                          f"turn) up to sigma 1.616, the model's sigma at timestep 0.5T (gamma 0.5, as the paper)") \
+        and "template" in apg, apg
     mask = _text(entry, ids["mask"])  # the mask read the split's prompt through the link
     assert mask.startswith("from prompt:") and "hair" in mask and "glasses ('sunglasses')" in mask, mask
     assert tsf._max_diff(tsf._pixels(result), tsf._pixels(stage3)) > 0, "APG ran, so the image changed"

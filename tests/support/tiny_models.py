@@ -9,6 +9,7 @@ Public API
 init_weights_(module, seed=0, gain=None)   deterministic init, returns module
 build_tiny_sd15(seed=0) -> ModelPatcher     SD1.5 layout, 7 attn1 sites
 build_tiny_sdxl(seed=0) -> ModelPatcher     SDXL depth layout (70 transformer blocks)
+sharpen_cross_attention_(patcher, key_gain, out_gain)  make the text matter more (attn2 weights, in place)
 sd15_conditioning(seed, batch=1)            CONDITIONING list for the tiny SD1.5
 sdxl_conditioning(seed, width, height, batch=1)  CONDITIONING list for the tiny SDXL
 tiny_sd15_checkpoint_state_dict(seed=0)     {key: tensor} for CheckpointLoaderSimple
@@ -226,6 +227,21 @@ def build_tiny_sdxl(seed: int = 0):
     pooled(64) + 6*256 = 1600 wide.  Conditioning: ``sdxl_conditioning``.
     """
     return _build(tiny_sdxl_config_class(), TINY_SDXL_UNET, seed, gain=0.5)
+
+
+def sharpen_cross_attention_(patcher, key_gain: float = 4.0, out_gain: float = 2.0):
+    """Scale every cross-attention (attn2) key projection by ``key_gain`` (peakier attention over the text tokens)
+    and its output projection by ``out_gain`` (a larger text contribution), in place; returns ``patcher``.
+
+    The random tiny UNets attend almost evenly over 77 random tokens, so changing a few tokens barely moves a sample
+    (tests/bridge/test_apg.py measures it); tests of what text does use a model sharpened this way.
+    """
+    with torch.no_grad():
+        for name, module in patcher.model.diffusion_model.named_modules():
+            if name.endswith("attn2"):
+                module.to_k.weight.mul_(key_gain)
+                module.to_out[0].weight.mul_(out_gain)
+    return patcher
 
 
 # ----------------------------------------------------------------------------- conditioning
