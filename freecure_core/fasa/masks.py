@@ -74,6 +74,18 @@ def resample_mask(mask: torch.Tensor, grid_hw: tuple[int, int], mode: str = "nea
     raise ValueError(f"FreeCure: unknown mask resampling mode {mode!r}; use one of {RESAMPLE_MODES}")
 
 
+def crop_mask(mask: torch.Tensor, area: tuple[int, int, int, int], latent_hw: tuple[int, int]) -> torch.Tensor:
+    """The part (B, h', w') of a (B, H, W) pixel mask under a latent area (h, w, y, x), in cells of a latent of
+    size latent_hw: what an area conditioning's cropped latent sees of the whole-image mask."""
+    mask = normalize_mask(mask)
+    h, w, y, x = (int(a) for a in area)
+    lh, lw = int(latent_hw[0]), int(latent_hw[1])
+    mh, mw = mask.shape[-2:]
+    top, left = round(y * mh / lh), round(x * mw / lw)
+    bottom, right = max(top + 1, round((y + h) * mh / lh)), max(left + 1, round((x + w) * mw / lw))
+    return mask[:, top:min(bottom, mh), left:min(right, mw)]
+
+
 class TokenMasks:
     """Per-grid cache of a mask resampled to each attention layer's token grid."""
 

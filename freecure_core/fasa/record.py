@@ -7,8 +7,9 @@ site, ...), where the evaluation index counts model evaluations of the sampler a
 sigma of that evaluation — never by counting attention calls. A replay that does not match the record raises
 ReplayMismatch, naming the setting that differs.
 
-KVStore records, per (evaluation index, site key, row), either the FD keys/values ("kv") or the attn1 input hidden
-states ("x", half the size; keys/values are recomputed from them with the layer's own projections).
+KVStore records, per (evaluation index, site key, row label), either the FD keys/values ("kv") or the attn1 input
+hidden states ("x", half the size; keys/values are recomputed from them with the layer's own projections). The row
+label is "cond"/"uncond", or "cond.1", "cond.2"... for the further active entries of several conditionings.
 """
 from __future__ import annotations
 
@@ -102,6 +103,9 @@ class RecordInfo:
     weights_id: str = ""
     eval_sigmas: list[float] = field(default_factory=list)
     settings: RunSettings | None = None
+    # evaluation index -> {row label ("cond", "cond.1", ...): structure of that conditioning entry (its "area" or
+    # None, "mask", "default")}, the FD entries each row label stands for (kept by the recording run)
+    cond_layout: dict = field(default_factory=dict)
 
 
 _FIX = "Use the same seed, steps, cfg, sampler, scheduler, denoise, size and batch as FreeCureFoundationSampler."
@@ -234,6 +238,9 @@ class KVStore(FasaRecord):
         for (ev, site_key, row), tensors in self.entries.items():
             idx = index_by_site.get(site_key)
             if idx is None:
+                continue
+            if (self.info.cond_layout.get(ev, {}).get(row) or {}).get("area") is not None:
+                out.entries[(ev, site_key, row)] = tensors  # an area cond's tokens are on its crop's grid: kept whole
                 continue
             out.entries[(ev, site_key, row)] = tuple(t.index_select(1, idx.to(t.device)) for t in tensors)
         return out
