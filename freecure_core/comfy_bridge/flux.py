@@ -39,6 +39,7 @@ from ..fasa.flux import (FluxRecord, FluxRecordInfo, flux_fasa, logits_mask, pre
                          token_grid)
 from ..fasa.masks import TokenMasks, check_mask_aspect, check_mask_batch
 from ..fasa.record import ReplayMismatch
+from ..fasa.selection import KeySelection, select_keys
 from .checks import FreeCureConflict, check_no_caching, weights_identity
 from .guiders import (FasaReporting, FoundationSampling, PairedLockstepSampling, PairedReplaySampling, sigma_of,
                       input_fingerprints)
@@ -140,6 +141,25 @@ class FluxRun:
         self.fasa_calls = 0
         self.account: FasaAccount | None = None  # set for stage 3: where FASA acted vs should have
         self._call_options: dict | None = None  # the transformer_options of the model call in progress
+        self.kernel = "auto"  # fasa.kernel's choice
+        self._selections: dict[tuple, KeySelection] = {}  # the FD keys per batch size and device, once per run
+        self._rows: dict[tuple, torch.Tensor] = {}  # conditional batch rows as an index on the device
+
+    def _selection(self, rows: int, device) -> KeySelection:
+        """The FD image keys each conditional row attends to, worked out on the first call of the run: the masks
+        (one per image, or the first for every row when the batch holds several positive entries), over the record's
+        kept tokens."""
+        key = (rows, str(device))
+        if key not in self._selections:
+            masks = self.masks if self.masks.shape[0] in (1, rows) else self.masks[:1]
+            self._selections[key] = select_keys(masks, self.omega, device, positions=getattr(self.record, "kept", None))
+        return self._selections[key]
+
+    def _rows_index(self, rows: list[int], device) -> torch.Tensor:
+        key = (tuple(rows), str(device))
+        if key not in self._rows:
+            self._rows[key] = torch.tensor(rows).to(device)
+        return self._rows[key]
 
     def begin_eval(self, sigma: float) -> None:
         self.eval_index += 1
@@ -229,16 +249,14 @@ class FluxRun:
                 raise ReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
                                      f"{k_fd.shape[2]} image tokens at {block[0]} block {block[1]}, this pass "
                                      f"{len(rows)} x {self.masks.shape[1]}; use the same batch and size")
-            idx = torch.tensor(rows, device=out.device)
-            masks = self.masks.to(q.device)
-            masks = masks if masks.shape[0] == len(rows) else masks[:1].expand(len(rows), -1)
+            idx = self._rows_index(rows, out.device)
             attn_mask = kwargs.get("mask")
             if attn_mask is not None:  # honoured on the image rows too (fasa.flux: FD keys take their place's column)
                 attn_mask = logits_mask(attn_mask, q.shape[0], q.shape[1], q.shape[2])
                 attn_mask = attn_mask[idx] if attn_mask.shape[0] > 1 else attn_mask
             fasa = flux_fasa(q[idx], k[idx], v[idx], out[idx], n_txt, n_img, k_fd.to(q.device, q.dtype),
-                             v_fd.to(q.device, q.dtype), masks, self.omega, fd_index=getattr(self.record, "kept", None),
-                             attn_mask=attn_mask)
+                             v_fd.to(q.device, q.dtype), None, self.omega, attn_mask=attn_mask,
+                             selection=self._selection(len(rows), q.device), kernel=self.kernel)
             out = out.clone()
             out[idx] = fasa
             self.fasa_calls += 1
@@ -387,7 +405,7 @@ class FluxLockstepGuider(FasaReporting, PairedLockstepSampling, _FluxGuider):
         self._inputs = half
         blocks = _blocks(self.model_patcher, self.fasa.layers)
         info = FluxRecordInfo(tuple(blocks), (), half["latent_shape"], "", "", "")
-        self.run = self._fasa_run(self.fasa, "lockstep", FluxRecord(info, offload=False, dtype=torch.float32), blocks)
+        self.run = self._fasa_run(self.fasa, "lockstep", FluxRecord(info, offload=False), blocks)
         return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
                                     disable_pbar, seed, latent_shapes=latent_shapes)
 

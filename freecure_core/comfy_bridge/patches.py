@@ -28,6 +28,7 @@ from ..fasa.attention import fasa_attention
 from ..fasa.record import KVStore, ReplayMismatch, tensor_fingerprint
 from ..fasa.layers import Site
 from ..fasa.masks import TokenMasks, crop_mask, resample_mask
+from ..fasa.selection import KeySelection, select_keys
 from .checks import FreeCureConflict
 
 # calc_cond_batch gives each chunk the index of its cond list: the guiders pass [positive, negative].
@@ -148,7 +149,8 @@ class FasaRun:
 
     def __init__(self, sites: list[Site], mode: str, *, omega: float = 0.0, uncond_blend: float = 0.0,
                  token_masks: TokenMasks | None = None, sigma_start: float = float("inf"), sigma_end: float = 0.0,
-                 store: KVStore | None = None, record_rows: tuple[str, ...] = ("cond",), modules: dict | None = None):
+                 store: KVStore | None = None, record_rows: tuple[str, ...] = ("cond",), modules: dict | None = None,
+                 kernel: str = "auto"):
         self.sites = {s.key: s for s in sites}
         self.mode = mode
         self.omega = float(omega)
@@ -158,6 +160,11 @@ class FasaRun:
         self.store = store
         self.record_rows = record_rows
         self.modules = modules or {}
+        self.kernel = kernel  # fasa.kernel's choice ("auto": the fast kernel for the device and dtype)
+        # read once here (the mask lives on the CPU): whether any mask weight is above 0
+        self._mask_empty = token_masks is None or token_masks.is_empty()
+        self._selections: dict[tuple, KeySelection] = {}  # the FD keys per grid/area/site and device, once per run
+        self._row_index: dict[tuple, torch.Tensor] = {}  # batch row indices on the device, per chunk set
         self.fd: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.eval_index = -1
         self.active = False
@@ -184,6 +191,8 @@ class FasaRun:
         self.layouts.clear()
         self._mask_prints.clear()
         self._area_masks.clear()
+        self._selections.clear()
+        self._row_index.clear()
 
     def consume_rows(self) -> tuple[str, ...]:
         return ("cond", "uncond") if self.uncond_blend > 0 else ("cond",)
@@ -209,7 +218,7 @@ class FasaRun:
         return freecure_cond_layout
 
     def _fasa_may_act(self) -> bool:
-        return self.active and self.token_masks is not None and not self.token_masks.is_empty()
+        return self.active and not self._mask_empty
 
     def _fd_structure(self):
         """(FD's active entries by row, its side's name, the error type), or None when FD's are not known."""
@@ -295,17 +304,32 @@ class FasaRun:
         return self._area_key_mask(chunk.area, grid, self.layouts["pd"].latent_hw)
 
     # ------------------------------------------------------------------ FD source
+    def _selection(self, site: Site, chunk: Chunk, grid, device, compacted: bool) -> KeySelection:
+        """The FD keys of this chunk's token grid (or of the site's compacted record), chosen once per run."""
+        if compacted:
+            key = ("site", site.key, str(device))
+            if key not in self._selections:
+                self._selections[key] = select_keys(self.store.key_masks[site.key], self.omega, device)
+        else:
+            key = ("grid", chunk.area, tuple(grid), str(device))
+            if key not in self._selections:
+                self._selections[key] = select_keys(self._key_mask(chunk, grid), self.omega, device)
+        return self._selections[key]
+
     def _fd_source(self, site: Site, chunk: Chunk, grid, rows: int, q):
-        """(k_fd, v_fd, key_mask) for one chunk, or None when no FD key is inside the mask."""
+        """(k_fd, v_fd, key selection) for one chunk, or None when no FD key is inside the mask. No host sync: the
+        selection is worked out on the first call per grid and kept on the device."""
         if self.mode == "lockstep":
             got = self.fd.get((site.key, chunk.label))
             if got is None:
                 return None
             k_fd, v_fd = got
-            key_mask = self._key_mask(chunk, grid).to(q.device)
-            if key_mask.shape[1] != k_fd.shape[1]:
+            selection = self._selection(site, chunk, grid, q.device, compacted=False)
+            if selection.n_keys != k_fd.shape[1]:
                 raise ValueError(f"FreeCure: mask grid {grid} does not match {k_fd.shape[1]} tokens at {site.label()}")
         else:
+            if self._mask_empty:
+                return None
             got = self.store.get(self.eval_index, site.key, chunk.label, q.device, q.dtype)
             if got is None:  # FD had no such row at this evaluation (e.g. a timestep-ranged cond): as lockstep
                 return None
@@ -315,14 +339,19 @@ class FasaRun:
             else:
                 k_fd, v_fd = got
             # an area chunk's record is kept whole (compaction uses the whole-image token grid)
-            key_mask = self.store.key_mask(site.key, q.device) if chunk.area is None else None
-            if key_mask is None:
-                key_mask = self._key_mask(chunk, grid).to(q.device)
-        if not bool((key_mask > 0).any()):
+            compacted = chunk.area is None and site.key in self.store.key_masks
+            selection = self._selection(site, chunk, grid, q.device, compacted)
+        if not selection.any:
             return None
-        if key_mask.shape[0] not in (1, rows):
-            raise ValueError(f"FreeCure: {key_mask.shape[0]} masks for a batch of {rows} images")
-        return k_fd, v_fd, key_mask
+        selection.check_batch(rows)
+        return k_fd, v_fd, selection
+
+    def _rows_index(self, ids: tuple, rows: int, device) -> torch.Tensor:
+        """The batch rows of chunks `ids` (rows per chunk) as an index on `device`, built once per run."""
+        key = (ids, rows, str(device))
+        if key not in self._row_index:
+            self._row_index[key] = torch.cat([torch.arange(rows * i, rows * (i + 1)) for i in ids]).to(device)
+        return self._row_index[key]
 
     # ------------------------------------------------------------------ patches
     def consume_patch(self, site: Site):
@@ -339,8 +368,8 @@ class FasaRun:
                     src = self._fd_source(site, chunk, grid, rows, q)
                     if src is not None:
                         sl = chunk.rows
-                        fasa[i] = fasa_attention(q[sl], k[sl], v[sl], src[0], src[1], src[2], self.omega,
-                                                 extra_options["n_heads"])
+                        fasa[i] = fasa_attention(q[sl], k[sl], v[sl], src[0], src[1], None, self.omega,
+                                                 extra_options["n_heads"], selection=src[2], kernel=self.kernel)
             if not fasa:
                 return plain_attention(q, k, v, extra_options)
             self.fasa_calls += 1
@@ -349,7 +378,7 @@ class FasaRun:
             plain_ids = [i for i, chunk in enumerate(chunks) if i not in fasa or chunk.row == "uncond"]
             out = torch.empty_like(q)
             if plain_ids:
-                sel = torch.cat([torch.arange(rows * i, rows * (i + 1)) for i in plain_ids]).to(q.device)
+                sel = self._rows_index(tuple(plain_ids), rows, q.device)
                 plain = plain_attention(q.index_select(0, sel), k.index_select(0, sel), v.index_select(0, sel),
                                         extra_options)
                 out.index_copy_(0, sel, plain.to(q.dtype))

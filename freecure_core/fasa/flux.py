@@ -35,8 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import attend, key_bias
+from .attention import key_bias  # noqa: F401  (re-exported: the FLUX bias is the SD one)
+from .kernel import attend
 from .record import FasaRecord, ReplayMismatch, RunSettings
+from .selection import KeySelection, select_keys
 
 _ITEM = re.compile(r"^(double|single)(?::(\d+)(?:-(\d+))?)?$")
 
@@ -68,73 +70,70 @@ def logits_mask(mask: torch.Tensor, batch: int, heads: int, length: int) -> torc
 
 
 def image_rows_attention(q_img: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_fd: torch.Tensor,
-                         v_fd: torch.Tensor, fd_bias, logit_bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Image queries over [PD keys | FD keys] with fd_bias on the FD logits, one softmax in fp32.
+                         v_fd: torch.Tensor, fd_bias, logit_bias: torch.Tensor | None = None, *,
+                         kernel: str = "auto") -> torch.Tensor:
+    """Image queries over [PD keys | FD keys] with fd_bias on the FD logits, one softmax (kernel.attend).
 
     q_img (B, H, N, D); k, v (B, H, L, D) (every PD key); k_fd, v_fd (B, H, M, D) (the FD image keys to add, M >= 0);
-    fd_bias a float or a (B|1, M) per-key bias (omega + ln m); logit_bias an optional (B|1, H|1, N|1, L + M) additive
-    mask. Returns (B, H, N, D) in q_img's dtype."""
+    fd_bias a float or a (B|1, M) per-key bias (omega + ln m, finite); logit_bias an optional (B|1, H|1, N|1, L + M)
+    additive mask. Returns (B, H, N, D) in q_img's dtype."""
     if q_img.dim() != 4 or k.dim() != 4 or k_fd.dim() != 4:
         raise ValueError(f"FreeCure FLUX FASA: tensors must be (batch, heads, tokens, dim); got q {tuple(q_img.shape)}, "
                          f"k {tuple(k.shape)}, fd k {tuple(k_fd.shape)}")
     if k_fd.shape[:2] != q_img.shape[:2] or k_fd.shape[-1] != q_img.shape[-1] or k_fd.shape != v_fd.shape:
         raise ValueError(f"FreeCure FLUX FASA: foundation keys {tuple(k_fd.shape)} do not match the personalized "
                          f"queries {tuple(q_img.shape)} (same batch, heads and head size required)")
-    if not bool(torch.isfinite(torch.as_tensor(fd_bias, dtype=torch.float32)).all()):
-        raise ValueError(f"FreeCure FLUX FASA: the foundation keys' bias (omega + ln m) must be finite, got {fd_bias}")
-    kk = torch.cat([k, k_fd.to(k.dtype)], dim=2).float()
-    vv = torch.cat([v, v_fd.to(v.dtype)], dim=2).float()
-    return attend(q_img.float(), kk, vv, k.shape[2], fd_bias, always_bias=True, logit_bias=logit_bias).to(q_img.dtype)
-
-
-def select_tokens(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """t (B, H, M, D) restricted to the tokens where keep (M,) is True."""
-    return t.index_select(2, keep.nonzero().squeeze(1).to(t.device))
+    return attend(q_img, k, v, k_fd, v_fd, fd_bias, kernel=kernel, logit_bias=logit_bias)
 
 
 def flux_fasa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plain_out: torch.Tensor, n_txt: int, n_img: int,
-              k_fd_img: torch.Tensor, v_fd_img: torch.Tensor, key_mask: torch.Tensor, omega: float, *,
-              fd_index: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+              k_fd_img: torch.Tensor, v_fd_img: torch.Tensor, key_mask: torch.Tensor | None, omega: float, *,
+              fd_index: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+              selection: KeySelection | None = None, kernel: str = "auto") -> torch.Tensor:
     """The attention output (B, L, H*D) with FASA on the image query rows n_txt .. n_txt + n_img.
 
     q, k, v (B, H, L, D), L = n_txt + n_img + reference image tokens (post-RoPE); plain_out (B, L, H*D) the plain
     attention output of these q, k, v (ComfyUI's own kernel: text rows, reference image rows and rows whose mask is
     empty are returned from it unchanged); k_fd_img, v_fd_img (B, H, M, D) FD image keys/values at the image-grid
     positions fd_index (M,) (default: all n_img positions in order); key_mask (B, M) or (M,) weights in [0, 1] (FD key
-    bias omega + ln m, excluded at 0); attn_mask the call's attention mask (see logits_mask) or None."""
+    bias omega + ln m, excluded at 0); attn_mask the call's attention mask (see logits_mask) or None. selection: the
+    keys already chosen by selection.select_keys(key_mask, omega, device, positions=fd_index) (then key_mask, omega
+    and fd_index are not read, and nothing here synchronises with the host); kernel: kernel.attend's choice."""
     b, h, length, d = q.shape
     m = k_fd_img.shape[2]
-    if not math.isfinite(float(omega)):
-        raise ValueError(f"FreeCure FLUX FASA: omega must be finite, got {omega}")
     if length < n_txt + n_img:
         raise ValueError(f"FreeCure FLUX: the attention sequence has {length} tokens, fewer than its {n_txt} text + "
                          f"{n_img} image tokens; this model lays out its tokens unlike FLUX.1, FLUX.2 or Kontext, "
                          "which FreeCure does not support")
-    fd_index = torch.arange(n_img) if fd_index is None else fd_index.reshape(-1)
-    if fd_index.numel() != m:
-        raise ValueError(f"FreeCure FLUX FASA: {m} FD image keys but {fd_index.numel()} positions for them")
-    rows = key_mask if key_mask.dim() == 2 else key_mask[None]
-    if rows.dim() != 2 or rows.shape[1] != m or rows.shape[0] not in (1, b):
-        raise ValueError(f"FreeCure FLUX FASA: mask {tuple(key_mask.shape)} does not fit {b} rows x {m} FD image tokens")
-    rows = rows.to(q.device).float().clamp(0.0, 1.0).expand(b, -1)
+    if selection is None:
+        if not math.isfinite(float(omega)):
+            raise ValueError(f"FreeCure FLUX FASA: omega must be finite, got {omega}")
+        fd_index = torch.arange(n_img) if fd_index is None else fd_index.reshape(-1)
+        if fd_index.numel() != m:
+            raise ValueError(f"FreeCure FLUX FASA: {m} FD image keys but {fd_index.numel()} positions for them")
+        rows = key_mask if key_mask.dim() == 2 else key_mask[None]
+        if rows.dim() != 2 or rows.shape[1] != m or rows.shape[0] not in (1, b):
+            raise ValueError(f"FreeCure FLUX FASA: mask {tuple(key_mask.shape)} does not fit {b} rows x {m} FD image "
+                             "tokens")
+        selection = select_keys(rows, omega, q.device, positions=fd_index)
+    elif selection.n_keys != m:
+        raise ValueError(f"FreeCure FLUX FASA: the key selection is over {selection.n_keys} FD image keys, the record "
+                         f"has {m}")
+    selection.check_batch(b)
     bias = None if attn_mask is None else logits_mask(attn_mask.to(q.device), b, h, length)
     img = slice(n_txt, n_txt + n_img)
     out = plain_out.clone()
-    for i in range(b):
-        keep = rows[i] > 0
-        if not bool(keep.any()):
-            continue
-        sl = slice(i, i + 1)
+    for g in selection.groups:
+        sl = g.rows
+        rows_b = b if sl == slice(None) else 1
         logit_bias = None
         if bias is not None:
-            bi = bias[i:i + 1] if bias.shape[0] > 1 else bias
+            bi = bias if (bias.shape[0] == 1 or sl == slice(None)) else bias[sl]
             bi = bi[:, :, img] if bi.shape[2] > 1 else bi
-            fd_cols = n_txt + fd_index.to(q.device)[keep]
-            logit_bias = torch.cat([bi, bi.index_select(3, fd_cols)], dim=3)
-        fasa = image_rows_attention(q[sl, :, img], k[sl], v[sl], select_tokens(k_fd_img[sl], keep),
-                                    select_tokens(v_fd_img[sl], keep), key_bias(rows[i, keep], omega)[None],
-                                    logit_bias)
-        out[sl, img] = fasa.transpose(1, 2).reshape(1, n_img, h * d).to(out.dtype)
+            logit_bias = torch.cat([bi, bi.index_select(3, g.positions + n_txt)], dim=3)
+        fasa = image_rows_attention(q[sl, :, img], k[sl], v[sl], k_fd_img[sl].index_select(2, g.index),
+                                    v_fd_img[sl].index_select(2, g.index), g.bias, logit_bias, kernel=kernel)
+        out[sl, img] = fasa.transpose(1, 2).reshape(rows_b, n_img, h * d).to(out.dtype)
     return out
 
 

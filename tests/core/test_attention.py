@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from freecure_core.fasa import attention
+from freecure_core.fasa import attention, kernel
 from freecure_core.fasa.attention import fasa_attention, plain_attention
 
 
@@ -102,7 +102,7 @@ def test_query_chunking_gives_the_same_result(monkeypatch):
     q, k, v, kf, vf = make(n=50)
     mask = masks(kf.shape[1])["sparse"]
     whole = fasa_attention(q, k, v, kf, vf, mask, 1.0, 2)
-    monkeypatch.setattr(attention, "_QUERY_CHUNK", 7)
+    monkeypatch.setattr(kernel, "QUERY_CHUNK", 7)
     assert torch.allclose(fasa_attention(q, k, v, kf, vf, mask, 1.0, 2), whole, atol=1e-6)
 
 
@@ -182,9 +182,11 @@ def test_logit_bias_is_chunked_with_the_queries(monkeypatch):
     g = torch.Generator().manual_seed(2)
     qh, kh, vh = (torch.randn(1, 2, n, 8, generator=g) for n in (50, 60, 60))
     bias, extra = torch.randn(1, 1, 50, 60, generator=g), torch.randn(1, 20, generator=g)
-    whole = attention.attend(qh, kh, vh, 40, extra, always_bias=True, logit_bias=bias)
-    monkeypatch.setattr(attention, "_QUERY_CHUNK", 7)
-    chunked = attention.attend(qh, kh, vh, 40, extra, always_bias=True, logit_bias=bias)
+    split = lambda t: (t[:, :, :40], t[:, :, 40:])
+    (kp, kf), (vp, vf) = split(kh), split(vh)
+    whole = kernel.attend(qh, kp, vp, kf, vf, extra, logit_bias=bias)
+    monkeypatch.setattr(kernel, "QUERY_CHUNK", 7)
+    chunked = kernel.attend(qh, kp, vp, kf, vf, extra, logit_bias=bias)
     full = bias + torch.cat([torch.zeros(1, 40), extra], 1)[:, None, None]
     ref = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(8) + full, -1) @ vh
     assert torch.allclose(whole, ref, atol=1e-5) and torch.allclose(chunked, whole, atol=1e-6)
