@@ -42,7 +42,7 @@ from ..fasa.record import ReplayMismatch
 from ..fasa.selection import KeySelection, select_keys
 from .checks import FreeCureConflict, check_no_caching, weights_identity
 from .guiders import (FasaReporting, FoundationSampling, PairedLockstepSampling, PairedReplaySampling, sigma_of,
-                      input_fingerprints)
+                      input_fingerprints, record_traffic)
 
 log = logging.getLogger("FreeCure")
 OVERRIDE = "optimized_attention_override"
@@ -244,7 +244,7 @@ class FluxRun:
                 return out
             if not self.in_window() or not self.mask_any:
                 return out
-            k_fd, v_fd = self.record.get(self.eval_index, block)
+            k_fd, v_fd = self.record.get(self.eval_index, block, q.device, q.dtype)
             if k_fd.shape[0] != len(rows) or k_fd.shape[2] != self.masks.shape[1]:
                 raise ReplayMismatch(f"FreeCure FLUX: the foundation record has {k_fd.shape[0]} rows x "
                                      f"{k_fd.shape[2]} image tokens at {block[0]} block {block[1]}, this pass "
@@ -254,9 +254,8 @@ class FluxRun:
             if attn_mask is not None:  # honoured on the image rows too (fasa.flux: FD keys take their place's column)
                 attn_mask = logits_mask(attn_mask, q.shape[0], q.shape[1], q.shape[2])
                 attn_mask = attn_mask[idx] if attn_mask.shape[0] > 1 else attn_mask
-            fasa = flux_fasa(q[idx], k[idx], v[idx], out[idx], n_txt, n_img, k_fd.to(q.device, q.dtype),
-                             v_fd.to(q.device, q.dtype), None, self.omega, attn_mask=attn_mask,
-                             selection=self._selection(len(rows), q.device), kernel=self.kernel)
+            fasa = flux_fasa(q[idx], k[idx], v[idx], out[idx], n_txt, n_img, k_fd, v_fd, None, self.omega,
+                             attn_mask=attn_mask, selection=self._selection(len(rows), q.device), kernel=self.kernel)
             out = out.clone()
             out[idx] = fasa
             self.fasa_calls += 1
@@ -284,6 +283,8 @@ class _FluxGuider(comfy.samplers.CFGGuider):
         finally:
             if self.run is not None:
                 self.report["fasa_calls"] = self.run.fasa_calls
+                if self.run.mode == "replay":
+                    self.report["record_traffic"] = record_traffic(self.run.record)
                 self._account = self.run.account
                 self.run = None
 

@@ -122,6 +122,11 @@ def show_node_text(node_id: str, text: str) -> None:
         send(text, node_id, getattr(instance, "client_id", None))  # to the client that queued the prompt
 
 
+def record_traffic(record) -> dict:
+    """What a replay run read from its record: bytes served to FASA and bytes copied to another device."""
+    return {"read_bytes": int(record.read_bytes), "copied_bytes": int(record.copied_bytes)}
+
+
 class FoundationSampling:
     """sample() of a stage-1 guider (mixed in before the family's guider base): `self.settings` (the run's
     RunSettings) is set for the record made in `self.store` (None when recording is off), which keeps the FD latent."""
@@ -132,6 +137,7 @@ class FoundationSampling:
                                      self.original_conds.get("negative"))
         out = super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         if self.store is not None:
+            self.store.settle()
             self.store.fd_samples = out.detach().to("cpu", copy=True)
         return out
 
@@ -244,6 +250,8 @@ class _FreeCureGuider(comfy.samplers.CFGGuider):
             if self.run is not None:
                 self.report["fasa_calls"] = self.run.fasa_calls
                 self._account = self.run.account
+                if self.run.mode == "replay" and self.run.store is not None:
+                    self.report["record_traffic"] = record_traffic(self.run.store)
                 self.run.end()
                 self.run = None
 

@@ -186,6 +186,8 @@ class FasaRun:
     def end(self) -> None:
         """Drop every tensor this run holds."""
         self.fd.clear()
+        if self.store is not None and self.mode == "replay":
+            self.store.release()
         self.store = None
         self.modules = {}
         self.layouts.clear()

@@ -37,7 +37,7 @@ import torch
 
 from .attention import key_bias  # noqa: F401  (re-exported: the FLUX bias is the SD one)
 from .kernel import attend
-from .record import FasaRecord, ReplayMismatch, RunSettings
+from .record import FasaRecord, ReplayMismatch, RunSettings, pinned_like
 from .selection import KeySelection, select_keys
 
 _ITEM = re.compile(r"^(double|single)(?::(\d+)(?:-(\d+))?)?$")
@@ -199,11 +199,14 @@ class FluxRecord(FasaRecord):
         self.dtype = dtype
 
     def put(self, eval_index: int, block: tuple, k: torch.Tensor, v: torch.Tensor) -> None:
-        dev = "cpu" if self.offload else k.device
-        self.entries[(eval_index, block)] = (k.detach().to(dev, self.dtype or k.dtype, copy=True),
-                                             v.detach().to(dev, self.dtype or v.dtype, copy=True))
+        self.entries[(eval_index, block)] = (self.keep(k, self.dtype), self.keep(v, self.dtype))
 
-    def get(self, eval_index: int, block: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, eval_index: int, block: tuple, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The FD keys/values of one evaluation and block, on `device` in `dtype` (default: as stored)."""
+        if device is not None:
+            got = self.fetch((eval_index, block), device, dtype)
+            if got is not None:
+                return got
         try:
             return self.entries[(eval_index, block)]
         except KeyError:
@@ -242,7 +245,8 @@ class FluxRecord(FasaRecord):
         out = FluxRecord(self.info, self.offload, self.dtype)
         out.compacted = True
         out.eval_sigmas, out.fd_samples = list(self.eval_sigmas), self.fd_samples
-        out.entries = {key: (k.index_select(2, keep.to(k.device)), v.index_select(2, keep.to(v.device)))
+        out.entries = {key: (pinned_like(k.index_select(2, keep.to(k.device)), k),
+                             pinned_like(v.index_select(2, keep.to(v.device)), v))
                        for key, (k, v) in self.entries.items()}
         out.kept = keep
         return out

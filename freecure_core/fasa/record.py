@@ -34,6 +34,11 @@ def tensor_fingerprint(t: torch.Tensor | None) -> str:
     return h.hexdigest()[:16]
 
 
+def pinned_like(new: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """new, in pinned memory when source is (so a compacted copy still reaches the GPU without a host wait)."""
+    return new.pin_memory() if source.device.type == "cpu" and source.is_pinned() else new
+
+
 class NoRecord:
     """What FreeCureFoundationSampler outputs as FREECURE_KV when recording is off."""
 
@@ -127,6 +132,88 @@ class FasaRecord:
         self.eval_sigmas = eval_sigmas
         self.compacted = False
         self.fd_samples: torch.Tensor | None = None  # the FD latent of the recorded run
+        self.read_bytes = 0  # bytes of record tensors served to FASA (what crosses to the GPU from CPU RAM)
+        self.copied_bytes = 0  # bytes of those actually copied to another device
+        self._unsettled = False  # device-to-host copies into pinned memory not yet waited for
+        self._pending: dict[int, tuple[dict, object]] = {}  # eval index -> ({key: tensors on the GPU}, copy event)
+        self._keys_by_eval: dict[int, list] | None = None
+        self._copy_stream = None
+
+    # ---------------------------------------------------------------- traffic
+    def keep(self, t: torch.Tensor, dtype=None) -> torch.Tensor:
+        """A copy of t (in `dtype`, default its own) for the record: in CPU RAM when offloading, else on t's device.
+        From a GPU into CPU RAM the copy goes to pinned memory without waiting for it (settle() waits once)."""
+        t = t.detach()
+        if dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        if not self.offload:
+            return t.clone()
+        if t.device.type == "cuda":
+            buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            buf.copy_(t, non_blocking=True)
+            self._unsettled = True
+            return buf
+        return t.to("cpu", copy=True)
+
+    def settle(self) -> None:
+        """Wait (once, at the end of the recording run) for the copies keep() left in flight."""
+        if self._unsettled:
+            torch.cuda.synchronize()
+            self._unsettled = False
+
+    def fetch(self, key: tuple, device, dtype) -> tuple[torch.Tensor, ...] | None:
+        """The tensors of entry `key` (its first item is the evaluation index) on `device` in `dtype`, or None.
+
+        A record in CPU RAM served to a CUDA device is copied one evaluation ahead: the first fetch of evaluation e
+        starts the copies of e + 1 on a side stream (from pinned memory, non-blocking), and the compute stream waits
+        on an event, never the host. Counts read_bytes and copied_bytes."""
+        tensors = self.entries.get(key)
+        if tensors is None:
+            return None
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        self.read_bytes += size
+        device = torch.device(device)
+        if device.type != "cuda" or tensors[0].device.type == "cuda":
+            if tensors[0].device != device:
+                self.copied_bytes += size
+            return tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in tensors)
+        ev = key[0]
+        for e in [e for e in self._pending if e < ev]:
+            del self._pending[e]
+        self._prefetch(ev, device, dtype)
+        self._prefetch(ev + 1, device, dtype)
+        moved, event = self._pending[ev]
+        stream = torch.cuda.current_stream(device)
+        stream.wait_event(event)
+        out = moved.pop(key)
+        for t in out:
+            t.record_stream(stream)
+        return out
+
+    def _prefetch(self, ev: int, device, dtype) -> None:
+        if ev in self._pending:
+            return
+        if self._keys_by_eval is None:
+            self._keys_by_eval = {}
+            for key in self.entries:
+                self._keys_by_eval.setdefault(key[0], []).append(key)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device)
+        stream = self._copy_stream
+        stream.wait_stream(torch.cuda.current_stream(device))
+        moved = {}
+        with torch.cuda.stream(stream):
+            for key in self._keys_by_eval.get(ev, []):
+                moved[key] = tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in self.entries[key])
+                self.copied_bytes += sum(t.numel() * t.element_size() for t in self.entries[key])
+            event = torch.cuda.Event()
+            event.record(stream)
+        self._pending[ev] = (moved, event)
+
+    def release(self) -> None:
+        """Drop the copies prefetched to the GPU (at the end of a replay run)."""
+        self._pending.clear()
+        self._copy_stream = None
 
     def begin_eval(self, sigma: float) -> int:
         """Register the next model evaluation of the recorded run; returns its index."""
@@ -162,16 +249,12 @@ class KVStore(FasaRecord):
         key = (eval_index, tuple(site_key), row)
         if key in self.entries:
             return
-        stored = tuple(t.detach().to("cpu", copy=True) if self.offload else t.detach().clone() for t in tensors)
-        self.entries[key] = stored
+        self.entries[key] = tuple(self.keep(t) for t in tensors)
 
     # ---------------------------------------------------------------- replay
     def get(self, eval_index: int, site_key: tuple, row: str, device, dtype) -> tuple[torch.Tensor, ...] | None:
         """The stored tensors on `device`/`dtype`, or None when that entry was not recorded."""
-        got = self.entries.get((eval_index, tuple(site_key), row))
-        if got is None:
-            return None
-        return tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in got)
+        return self.fetch((eval_index, tuple(site_key), row), device, dtype)
 
     def key_mask(self, site_key: tuple, device) -> torch.Tensor | None:
         km = self.key_masks.get(tuple(site_key))
@@ -242,7 +325,8 @@ class KVStore(FasaRecord):
             if (self.info.cond_layout.get(ev, {}).get(row) or {}).get("area") is not None:
                 out.entries[(ev, site_key, row)] = tensors  # an area cond's tokens are on its crop's grid: kept whole
                 continue
-            out.entries[(ev, site_key, row)] = tuple(t.index_select(1, idx.to(t.device)) for t in tensors)
+            out.entries[(ev, site_key, row)] = tuple(pinned_like(t.index_select(1, idx.to(t.device)), t)
+                                                     for t in tensors)
         return out
 
     def __repr__(self) -> str:
