@@ -85,13 +85,13 @@ def fasa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_fd: torc
     groups = selection.groups
     if len(groups) == 1 and groups[0].rows == slice(None):
         g = groups[0]
-        return joint_attention(q, k, v, k_fd.index_select(1, g.index), v_fd.index_select(1, g.index), g.bias, heads,
+        return joint_attention(q, k, v, k_fd.index_select(1, g.index), v_fd.index_select(1, g.index), g.fd_bias, heads,
                                kernel=kernel)
     out = plain_attention(q, k, v, heads, kernel=kernel) if len(groups) < q.shape[0] else torch.empty_like(q)
     for g in groups:
         sl = g.rows
         out[sl] = joint_attention(q[sl], k[sl], v[sl], k_fd[sl].index_select(1, g.index),
-                                  v_fd[sl].index_select(1, g.index), g.bias, heads, kernel=kernel)
+                                  v_fd[sl].index_select(1, g.index), g.fd_bias, heads, kernel=kernel)
     return out
 
 

@@ -132,7 +132,7 @@ def flux_fasa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plain_out: torc
             bi = bi[:, :, img] if bi.shape[2] > 1 else bi
             logit_bias = torch.cat([bi, bi.index_select(3, g.positions + n_txt)], dim=3)
         fasa = image_rows_attention(q[sl, :, img], k[sl], v[sl], k_fd_img[sl].index_select(2, g.index),
-                                    v_fd_img[sl].index_select(2, g.index), g.bias, logit_bias, kernel=kernel)
+                                    v_fd_img[sl].index_select(2, g.index), g.fd_bias, logit_bias, kernel=kernel)
         out[sl, img] = fasa.transpose(1, 2).reshape(rows_b, n_img, h * d).to(out.dtype)
     return out
 

@@ -12,9 +12,16 @@ FD keys (omega + ln m, see attention.py), in three exact forms that differ only 
   mask-free ``scaled_dot_product_attention`` call (CUDA's flash kernel) computes the same softmax. The head size is
   padded to a multiple of 8 on CUDA (what the fast kernels need).
 
-``attend`` picks one (``kernel="auto"``): ``folded`` on CUDA without an extra logit mask, ``masked`` elsewhere for
-fp16/bf16/fp32 inputs, ``reference`` for anything else (fp64). ``bench/bench_engine.py`` times each against plain
-SDPA over the same number of keys.
+- ``split``: for one bias shared by every FD key (a binary mask: omega), two mask-free attention calls, one over the
+  PD keys and one over the FD keys, each returning its log-sum-exp, merged exactly:
+  out = out_PD + s (out_FD - out_PD), s = sigmoid(lse_FD + omega - lse_PD) (the FD keys' share of the softmax mass).
+  Same work as plain attention over all the keys and no padding; it needs PyTorch's attention ops that return the
+  log-sum-exp (``aten._scaled_dot_product_flash_attention_for_cpu`` on the CPU, the flash or memory-efficient ops on
+  CUDA), and falls back to ``masked`` (CPU) or ``folded`` (CUDA) where they are missing or refuse the inputs.
+
+``attend`` picks one (``kernel="auto"``): ``split`` for a single bias value, else ``folded`` on CUDA without an extra
+logit mask and ``masked`` elsewhere, for fp16/bf16/fp32 inputs; ``reference`` for anything else (fp64).
+``bench/bench_engine.py`` times each against plain SDPA over the same number of keys.
 
 Query rows go through SDPA in chunks of QUERY_CHUNK (bounds the logit block where a backend materialises it).
 No function here reads a tensor's values on the host: no device-to-host synchronisation.
@@ -24,19 +31,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-KERNELS = ("auto", "folded", "masked", "reference")
+KERNELS = ("auto", "split", "folded", "masked", "reference")
+_aten = torch.ops.aten
+# (device type, dtype, head size) -> False where the log-sum-exp attention op refused the inputs (then never retried)
+_LSE_WORKS: dict[tuple, bool] = {}
 QUERY_CHUNK = 4096
 _FAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def choose_kernel(kernel: str, q: torch.Tensor, has_logit_bias: bool) -> str:
-    """The concrete kernel `attend` uses for `kernel` ("auto" resolved by device, dtype and extra mask)."""
+def choose_kernel(kernel: str, q: torch.Tensor, has_logit_bias: bool, one_bias: bool = False) -> str:
+    """The concrete kernel `attend` uses for `kernel` ("auto" resolved by device, dtype, extra mask and whether the FD
+    bias is one number)."""
     if kernel not in KERNELS:
         raise ValueError(f"FreeCure: unknown FASA kernel {kernel!r}; use one of {KERNELS}")
     if kernel == "auto":
         if q.dtype not in _FAST_DTYPES:
             return "reference"
-        return "folded" if q.device.type == "cuda" and not has_logit_bias else "masked"
+        kernel = "split" if one_bias else "folded" if q.device.type == "cuda" else "masked"
+    if kernel == "split" and (has_logit_bias or not one_bias or q.dtype not in _FAST_DTYPES
+                              or not _LSE_WORKS.get((q.device.type, q.dtype, q.shape[-1]), True)):
+        kernel = "folded" if q.device.type == "cuda" else "masked"
     if kernel == "folded" and has_logit_bias:
         return "masked"  # an attention mask is a (query, key) matrix: it cannot be folded into the keys
     return kernel
@@ -127,10 +141,54 @@ def attend_folded(qh, kh, vh, k_fd, v_fd, fd_bias) -> torch.Tensor:
     return _sdpa_chunks(q, k, v, None, scale=scale)[..., :d]
 
 
+def attention_lse(q, k, v) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(softmax attention (B, H, N, D) in q's dtype, its fp32 log-sum-exp (B, H, N) of the scaled logits), from
+    PyTorch's attention ops; None where no such op takes these inputs."""
+    key = (q.device.type, q.dtype, q.shape[-1])
+    if not _LSE_WORKS.get(key, True):
+        return None
+    try:
+        if q.device.type == "cpu":
+            out, lse = _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
+        elif q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16):
+            out, lse = _aten._scaled_dot_product_flash_attention(q, k, v)[:2]
+        elif q.device.type == "cuda":
+            out, lse = _aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
+            lse = lse[..., :q.shape[2]]  # the memory-efficient op pads it to a multiple of 32 rows
+        else:
+            _LSE_WORKS[key] = False
+            return None
+    except (RuntimeError, AttributeError, NotImplementedError):
+        _LSE_WORKS[key] = False
+        return None
+    return out, lse
+
+
+def attend_split(qh, kh, vh, k_fd, v_fd, omega: float) -> torch.Tensor | None:
+    """FASA with one bias `omega` on every FD key, from two mask-free attention calls merged by their log-sum-exps
+    (module docstring); None where attention_lse cannot run these inputs. Returns (B, H, N, D) in qh's dtype."""
+    if k_fd.shape[2] == 0:
+        return F.scaled_dot_product_attention(qh, kh, vh)
+    pd = attention_lse(qh, kh, vh)
+    fd = attention_lse(qh, k_fd.to(qh.dtype), v_fd.to(qh.dtype)) if pd is not None else None
+    if fd is None:
+        return None
+    (out_pd, lse_pd), (out_fd, lse_fd) = pd, fd
+    share = torch.sigmoid(lse_fd.float() + float(omega) - lse_pd.float()).unsqueeze(-1)
+    return torch.lerp(out_pd.float(), out_fd.float(), share).to(qh.dtype)
+
+
 def attend(qh, kh, vh, k_fd, v_fd, fd_bias, *, kernel: str = "auto", logit_bias=None) -> torch.Tensor:
-    """The FASA softmax (see the module docstring) with the kernel `kernel` ("auto", "folded", "masked",
-    "reference"); arguments as attend_reference. Returns (B, H, N, D) in qh's dtype."""
-    chosen = choose_kernel(kernel, qh, logit_bias is not None)
+    """The FASA softmax (see the module docstring) with the kernel `kernel` ("auto", "split", "folded", "masked",
+    "reference"); arguments as attend_reference (fd_bias a Python float: one bias for every FD key, which "split"
+    needs). Returns (B, H, N, D) in qh's dtype."""
+    one_bias = isinstance(fd_bias, (int, float))
+    chosen = choose_kernel(kernel, qh, logit_bias is not None, one_bias)
+    if chosen == "split":
+        out = attend_split(qh, kh, vh, k_fd, v_fd, float(fd_bias))
+        if out is not None:
+            return out
+        chosen = choose_kernel(kernel, qh, logit_bias is not None, one_bias)  # the op refused: not tried again
     if chosen == "folded":
         return attend_folded(qh, kh, vh, k_fd, v_fd, fd_bias)
     if chosen == "masked":

@@ -23,6 +23,13 @@ class KeyGroup:
     bias: torch.Tensor
     positions: torch.Tensor
     count: int
+    value: float | None = None  # the one bias every chosen key has (a binary mask: omega), else None
+
+    @property
+    def fd_bias(self):
+        """What the kernels take: the one bias as a float when there is one (kernel "split" needs it), else the
+        (1, K) tensor."""
+        return self.bias if self.value is None else self.value
 
 
 @dataclass(frozen=True)
@@ -73,5 +80,7 @@ def select_keys(weights: torch.Tensor, omega: float, device, positions: torch.Te
         if idx.numel() == 0:
             continue
         bias = (float(omega) + torch.log(row[idx]))[None]
-        groups.append(KeyGroup(rows, idx.to(device), bias.to(device), pos[idx].to(device), int(idx.numel())))
+        weight = row[idx]
+        value = float(omega) + math.log(float(weight[0])) if bool((weight == weight[0]).all()) else None
+        groups.append(KeyGroup(rows, idx.to(device), bias.to(device), pos[idx].to(device), int(idx.numel()), value))
     return KeySelection(tuple(groups), m, w.shape[0])

@@ -57,9 +57,34 @@ def test_each_kernel_matches_float64(name, dtype, d):
 def test_fast_kernels_match_the_fp32_reference(dtype):
     qh, kh, vh, kf, vf, bias = operands(dtype=dtype, soft=False, seed=3)
     ref = kernel.attend(qh, kh, vh, kf, vf, bias, kernel="reference").double()
-    for name in ("folded", "masked"):
+    for name in ("split", "folded", "masked"):
         err = (kernel.attend(qh, kh, vh, kf, vf, bias, kernel=name).double() - ref).abs().max().item()
         assert err <= TOL[dtype], f"{name} vs reference in {dtype}: {err:.3g}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("d", [8, 40, 64, 128])
+@pytest.mark.parametrize("omega", [0.0, 1.7, -2.0, 9.0])
+def test_split_kernel_with_one_bias_matches_float64(dtype, d, omega):
+    """A binary mask gives every FD key the bias omega: two mask-free calls merged by their log-sum-exps."""
+    qh, kh, vh, kf, vf, _ = operands(d=d, dtype=dtype, soft=False, seed=7)
+    assert kernel.attention_lse(qh, kh, vh) is not None, "PyTorch's log-sum-exp attention op is missing here"
+    out = kernel.attend(qh, kh, vh, kf, vf, omega, kernel="split")
+    ref = dense(qh, kh, vh, kf, vf, torch.full((1, kf.shape[2]), omega, dtype=torch.float64))
+    err = (out.double().cpu() - ref).abs().max().item()
+    assert out.dtype == dtype and err <= TOL[dtype], f"split {dtype} d={d} omega={omega}: {err:.3g}"
+
+
+def test_split_is_chosen_for_one_bias_and_falls_back_otherwise():
+    q = torch.zeros(1, 1, 1, 64, device=DEVICE)
+    other = "folded" if DEVICE.type == "cuda" else "masked"
+    assert kernel.choose_kernel("auto", q, False, one_bias=True) == "split"
+    assert kernel.choose_kernel("auto", q, False, one_bias=False) == other  # per-key (soft) biases
+    assert kernel.choose_kernel("split", q, True, one_bias=True) == "masked"  # an attention mask
+    assert kernel.choose_kernel("split", q.double(), False, one_bias=True) == other
+    qh, kh, vh, kf, vf, bias = operands(soft=True)
+    ref = kernel.attend(qh, kh, vh, kf, vf, bias, kernel="reference")
+    assert torch.allclose(kernel.attend(qh, kh, vh, kf, vf, bias, kernel="split"), ref, atol=2e-5)
 
 
 def test_a_large_bias_and_per_row_biases_fold_exactly():
@@ -79,9 +104,8 @@ def test_no_extra_keys_is_plain_attention():
     qh, kh, vh, kf, vf, _ = operands()
     empty = kf[:, :, :0]
     plain = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh)
-    for name in ("folded", "masked", "reference"):
-        assert torch.allclose(kernel.attend(qh, kh, vh, empty, empty, torch.zeros(1, 0, device=DEVICE), kernel=name),
-                              plain, atol=1e-5)
+    for name in ("split", "folded", "masked", "reference"):
+        assert torch.allclose(kernel.attend(qh, kh, vh, empty, empty, 0.0, kernel=name), plain, atol=1e-5)
 
 
 def test_an_attention_mask_is_honoured_and_folded_falls_back_to_masked():
@@ -90,14 +114,14 @@ def test_an_attention_mask_is_honoured_and_folded_falls_back_to_masked():
     logit_bias = torch.randn(1, 1, 20, 20 + kf.shape[2], generator=g).to(DEVICE)
     assert kernel.choose_kernel("folded", qh, True) == "masked"
     ref = dense(qh, kh, vh, kf, vf, bias, logit_bias)
-    for name in ("folded", "masked", "reference"):
+    for name in ("split", "folded", "masked", "reference"):
         out = kernel.attend(qh, kh, vh, kf, vf, bias, kernel=name, logit_bias=logit_bias)
         assert (out.double().cpu() - ref).abs().max().item() <= 2e-5
 
 
 def test_auto_choice_and_padding():
     q = torch.zeros(1, 1, 1, 64)
-    assert kernel.choose_kernel("auto", q, False) == "masked"  # CPU: the flash kernel takes the mask directly
+    assert kernel.choose_kernel("auto", q, False) == "masked"  # CPU, per-key biases: the flash kernel takes the mask
     assert kernel.choose_kernel("auto", q.double(), False) == "reference"
     assert kernel.fold_width(64, torch.float16, "cuda") == 72 and kernel.fold_width(64, torch.float16, "cpu") == 66
     assert kernel.fold_width(128, torch.bfloat16, "cuda") == 136
@@ -107,7 +131,7 @@ def test_auto_choice_and_padding():
         assert kernel.choose_kernel("auto", q.to(DEVICE, torch.float16), False) == "folded"
 
 
-@pytest.mark.parametrize("name", ["folded", "masked", "reference"])
+@pytest.mark.parametrize("name", ["auto", "split", "folded", "masked", "reference"])
 def test_fasa_attention_per_row_selection_with_each_kernel(name):
     """Different masks per image: each row its own FD keys, an empty row plain attention, any kernel."""
     g = torch.Generator().manual_seed(6)
@@ -116,6 +140,7 @@ def test_fasa_attention_per_row_selection_with_each_kernel(name):
     rows[1] = 0
     sel = select_keys(rows, 0.9, DEVICE)
     assert [gr.rows for gr in sel.groups] == [slice(0, 1), slice(2, 3)]
+    assert all(gr.fd_bias == 0.9 for gr in sel.groups)  # binary rows: one bias, the split kernel's case
     out = fasa_attention(q, k, v, kf, vf, None, 0.0, 4, selection=sel, kernel=name)
     ref = fasa_attention(q, k, v, kf, vf, rows, 0.9, 4, kernel="reference")
     assert torch.allclose(out, ref, atol=2e-5)
