@@ -175,7 +175,8 @@ def attend_split(qh, kh, vh, k_fd, v_fd, omega: float) -> torch.Tensor | None:
         return None
     (out_pd, lse_pd), (out_fd, lse_fd) = pd, fd
     share = torch.sigmoid(lse_fd.float() + float(omega) - lse_pd.float()).unsqueeze(-1)
-    return torch.lerp(out_pd.float(), out_fd.float(), share).to(qh.dtype)
+    # one pass in the model's dtype (lerp computes in fp32 internally; the share is rounded to that dtype)
+    return torch.lerp(out_pd, out_fd.to(out_pd.dtype), share.to(out_pd.dtype))
 
 
 def attend(qh, kh, vh, k_fd, v_fd, fd_bias, *, kernel: str = "auto", logit_bias=None) -> torch.Tensor:
