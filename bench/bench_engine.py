@@ -6,18 +6,29 @@ One run, one model: a UNet with SD1.5's real dimensions (ComfyUI's detected SD1.
   1. UNet row-evaluations per image, counted by a model_function_wrapper on the MODEL clones:
      baseline KSampler, replay (stage 1 FD + stage 3 PD), lockstep (stage 1 FD + stage 3 [PD; FD]),
      and the reference implementation's 8N (analytical, method.md section 8).
-  2. Wall time of each variant against the stock KSampler (same seed, 25 % box mask, after a warm-up).
-  3. One FASA attention call against plain attention at SD1.5's 64x64 decoder shape.
+  2. Wall time of each variant against the stock KSampler (same seed, 25 % box mask, after a warm-up), once per
+     attention the stock KSampler may run with: ComfyUI's CPU default (`optimized_attention`, sub-quadratic) and
+     PyTorch SDPA (`attention_pytorch`). ComfyUI's CrossAttention and FreeCure's plain rows both look up
+     `comfy.ldm.modules.attention.optimized_attention` at call time, so setting that module attribute (and
+     `optimized_attention_masked`) switches both; every ratio is measured within one run of this script.
+  3. One FASA attention layer at SD1.5's 64x64 decoder shape in fp32, bf16 and fp16: each kernel (reference,
+     masked, folded, auto) called as the patch calls it (keys chosen once by select_keys, then fasa_attention with
+     that selection), against the floor: plain SDPA over the same number of keys. Issue target: <= 1.05x the floor
+     (fp32 and bf16 on the CPU).
   4. APG (stage 4, gamma 0.5) on the replay result: its rows and wall time, and the whole pipeline
-     with APG against the baseline (issue target: <= 3x; the paper reports 3.5-4x).
+     with APG against the baseline, per attention as in 2 (issue target with SDPA: <= 2.7x; the paper reports
+     3.5-4x).
   5. Size of the stage-1 record (attn1 inputs "x", keys/values "kv", mask-compacted copies) against
      naive fp16 K/V, measured for this run and extrapolated analytically to SD1.5 512² / SDXL 1024².
+  6. Record traffic of one replay: bytes of the record served to FASA and copied to another device, per step
+     (the record's read_bytes / copied_bytes counters; "n/a" where the record has none).
 
 Usage: .venv/bin/python bench/bench_engine.py [--steps N] [--size PX] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import platform
@@ -36,6 +47,7 @@ sys.path.insert(1, str(ROOT))  # for freecure_core
 import logging  # noqa: E402
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 logging.getLogger().setLevel(logging.ERROR)  # ComfyUI's import-time warnings (torchaudio...) are noise here
 import comfy.ldm.modules.attention as comfy_attention  # noqa: E402
@@ -43,8 +55,10 @@ import comfy.model_patcher  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
-from timing import median_time, timed  # noqa: E402  (bench/timing.py)
+from record_traffic import COUNTERS, fmt_traffic, per_step, replay_traffic  # noqa: E402  (bench/record_traffic.py)
+from timing import interleaved_medians, timed  # noqa: E402  (bench/timing.py)
 from freecure_core.fasa.attention import fasa_attention  # noqa: E402
+from freecure_core.fasa.kernel import choose_kernel  # noqa: E402
 from freecure_core.comfy_bridge.apg import apg  # noqa: E402
 from freecure_core.comfy_bridge.probe import probe_sites  # noqa: E402
 from freecure_core.comfy_bridge.sampling import sample_foundation, sample_freecure  # noqa: E402
@@ -52,6 +66,7 @@ from freecure_core.fasa.config import FASAConfig  # noqa: E402
 from freecure_core.fasa.record import KVStore  # noqa: E402
 from freecure_core.fasa.layers import resolve_layers  # noqa: E402
 from freecure_core.fasa.masks import TokenMasks, downsampled_grid  # noqa: E402
+from freecure_core.fasa.selection import select_keys  # noqa: E402
 from support.tiny_models import init_weights_  # noqa: E402
 
 # ComfyUI's model_detection SD15 unet_config (what a real SD1.5 checkpoint is detected as).
@@ -67,6 +82,13 @@ SD15_UNET = {
 SDXL_REFERENCE = [(2, 1280, 14), (1, 640, 6)]
 SEED, CFG, SAMPLER, SCHEDULER = 42, 6.0, "euler", "normal"
 FP16 = 2
+OMEGA = 0.5
+FASA_KERNELS = ("reference", "masked", "folded", "auto")
+LAYER_DTYPES = (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16))
+# issue 19, on the CPU: replay and replay + APG against the stock KSampler with SDPA as its attention; one FASA layer
+# against plain SDPA over the same number of keys (fp32 and bf16)
+TARGETS = {"replay": 2.0, "with_apg": 2.7, "fasa_layer": 1.05}
+LAYER_TARGET_DTYPES = ("fp32", "bf16")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -181,9 +203,46 @@ def machine_line() -> str:
             f"python {platform.python_version()}")
 
 
+# ------------------------------------------------------------------------------------------ attention choice
+def attn_name(fn) -> str:
+    """'sub_quad' for comfy's attention_sub_quad, 'pytorch (SDPA)' for attention_pytorch, etc."""
+    name = getattr(fn, "__name__", str(fn)).replace("attention_", "")
+    return "pytorch (SDPA)" if name == "pytorch" else name
+
+
+def attention_choices() -> list[tuple[str, object]]:
+    """[(key, function)] the stock KSampler is timed with: ComfyUI's default attention on this machine ("default"),
+    then PyTorch SDPA ("sdpa"); one entry when ComfyUI's default already is SDPA."""
+    default = comfy_attention.optimized_attention
+    out = [("default", default)]
+    if default is not comfy_attention.attention_pytorch:
+        out.append(("sdpa", comfy_attention.attention_pytorch))
+    return out
+
+
+@contextlib.contextmanager
+def comfy_attention_set_to(fn):
+    """ComfyUI's attention switched to `fn` inside the block. CrossAttention.forward (comfy/ldm/modules/attention.py)
+    calls the module globals optimized_attention / optimized_attention_masked at call time, and FreeCure's plain rows
+    (comfy_bridge.patches.plain_attention) call comfy_attention.optimized_attention, so both follow."""
+    saved = comfy_attention.optimized_attention, comfy_attention.optimized_attention_masked
+    comfy_attention.optimized_attention = comfy_attention.optimized_attention_masked = fn
+    try:
+        yield
+    finally:
+        comfy_attention.optimized_attention, comfy_attention.optimized_attention_masked = saved
+
+
+def verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.3f}x (target <= {target:g}x: {'met' if value <= target else 'NOT MET'})"  # 3 places: 1.052 > 1.05
+
+
 # ------------------------------------------------------------------------------------------ sections
-def run_pipelines(base, args, mask):
-    """Warm up, then time and count baseline, replay (x and kv store) and lockstep on one model."""
+def run_pipelines(base, args, mask, full: bool = True):
+    """Warm up, then time and count baseline, replay (x and kv store) and lockstep on one model. full=False skips
+    the kv-record run (only section 5 uses it). Also measures the record traffic of one replay (section 6)."""
     m_base, c_base = counted_clone(base)
     m_fd, c_fd = counted_clone(base)
     m_pd, c_pd = counted_clone(base)
@@ -217,7 +276,7 @@ def run_pipelines(base, args, mask):
     warm = time.perf_counter() - t
 
     n = args.steps
-    r = {"base": [], "s1x": [], "s3x": []}
+    r = {"base": [], "s1x": [], "s3x": [], "kv_kv": None}
     # order: baseline, replay, lockstep, kv record, then baseline and replay again (best of 2 for those)
     for rep in range(2):
         base_lat, t = timed(lambda: baseline(n))
@@ -226,19 +285,22 @@ def run_pipelines(base, args, mask):
         (fd_lat, kv_x), t = timed(lambda: stage1(n, "x"))
         r["s1x"].append(t)
         r["s1x_rows"] = c_fd.take()
-        (pd_rx, _, rep_x), t = timed(lambda: stage3(n, kv_x))
+        with replay_traffic(kv_x) as traffic:  # wraps compacted_copy: one Python call per run, not timed apart
+            (pd_rx, _, rep_x), t = timed(lambda: stage3(n, kv_x))
         r["s3x"].append(t)
         r["s3x_rows"], r["s3x_fd_rows"] = c_pd.take(), c_fd.take()
         if rep == 0:
+            r["traffic"] = traffic
             (pd_lock, fd_lock, rep_lock), r["lock_s"] = timed(lambda: stage3(n, None))
             r["lock_pd_rows"], r["lock_fd_rows"] = c_pd.take(), c_fd.take()
-            (_, kv_kv), r["s1kv_s"] = timed(lambda: stage1(n, "kv"))
-            r["s1kv_rows"] = c_fd.take()
+            if full:
+                (_, r["kv_kv"]), r["s1kv_s"] = timed(lambda: stage1(n, "kv"))
+                r["s1kv_rows"] = c_fd.take()
             (apg_lat, r["apg_report"]), r["apg_s"] = timed(lambda: stage4(n, pd_rx))
             r["apg_rows"] = c_fd.take()
     for key in ("base", "s1x", "s3x"):
         r[key + "_s"] = min(r[key])
-    r.update(warm_s=warm, kv_x=kv_x, kv_kv=kv_kv, rep_x=rep_x, rep_lock=rep_lock)
+    r.update(warm_s=warm, kv_x=kv_x, rep_x=rep_x, rep_lock=rep_lock)
     r["checks"] = {
         "finite": all(bool(torch.isfinite(t["samples"]).all()) for t in (base_lat, fd_lat, pd_rx, pd_lock)),
         "lock_fd_eq_stage1": bool(torch.equal(fd_lock["samples"], fd_lat["samples"])),
@@ -247,6 +309,13 @@ def run_pipelines(base, args, mask):
         "apg_ran": bool(r["apg_report"].get("ran")) and bool(torch.isfinite(apg_lat["samples"]).all()),
     }
     return r
+
+
+def wall_figures(r, apg_total_s: float) -> dict:
+    """The wall-time ratios of one run_pipelines result against its stock KSampler."""
+    base = r["base_s"]
+    return {"replay": (r["s1x_s"] + r["s3x_s"]) / base, "stage1": r["s1x_s"] / base, "stage3": r["s3x_s"] / base,
+            "lockstep": (r["s1x_s"] + r["lock_s"]) / base, "with_apg": apg_total_s / base, "baseline_s": base}
 
 
 def section_rows(r, n):
@@ -269,7 +338,7 @@ def section_rows(r, n):
           f"omega {r['rep_x'].get('omega')}). Probe forwards (1 row, 16x24 latent) are not counted.")
 
 
-def section_time(r, args):
+def section_time(r, args, tag: str, attention: str):
     base = r["base_s"]
 
     def row(name, s, rows):
@@ -287,20 +356,23 @@ def section_time(r, args):
         row("replay total (stage 1 + stage 3)", rep, r["s1x_rows"] + r["s3x_rows"]),
         row("lockstep stage 3: [PD; FD] paired", r["lock_s"], r["lock_pd_rows"] + r["lock_fd_rows"]),
         row("lockstep total (stage 1 + stage 3)", lock, r["s1x_rows"] + r["lock_pd_rows"] + r["lock_fd_rows"]),
-        row("stage 1 recording kv instead of x (for section 5)", r["s1kv_s"], r["s1kv_rows"]),
     ]
+    if r.get("kv_kv") is not None:
+        rows.append(row("stage 1 recording kv instead of x (for section 5)", r["s1kv_s"], r["s1kv_rows"]))
     c = r["checks"]
-    table(f"[2] Wall time, SD1.5-dimension UNet (859 M params, random weights, fp32 CPU), {args.size}x{args.size} px, "
-          f"{args.steps} steps, seed {SEED}, 25% box mask",
+    table(f"[{tag}] Wall time, SD1.5-dimension UNet (859 M params, random weights, fp32 CPU), {args.size}x{args.size} "
+          f"px, {args.steps} steps, seed {SEED}, 25% box mask; ComfyUI attention (stock KSampler and FreeCure's plain "
+          f"rows): {attention}",
           ["variant", "s", "vs base", "rows", "s/row"], rows,
           f"runs (s): baseline {runs('base')}, stage 1 {runs('s1x')}, stage 3 {runs('s3x')}; warm-up {r['warm_s']:.1f} s. "
           f"Both totals use the same stage-1 run\n(record x; with record off stage 1 is a plain KSampler pass). "
-          f"checks: outputs finite {c['finite']}; lockstep FD == stage-1 FD {c['lock_fd_eq_stage1']}; "
-          f"max|PD replay - PD lockstep| {c['replay_x_vs_lock']:.1e}; mean|PD(FASA) - baseline| {c['fasa_effect']:.3f}")
+          f"FASA layers use fasa.kernel (SDPA) whatever ComfyUI's attention. checks: outputs finite {c['finite']}; "
+          f"lockstep FD == stage-1 FD {c['lock_fd_eq_stage1']};\nmax|PD replay - PD lockstep| "
+          f"{c['replay_x_vs_lock']:.1e}; mean|PD(FASA) - baseline| {c['fasa_effect']:.3f}")
     return base, rep, lock
 
 
-def section_apg(r, args):
+def section_apg(r, args, tag: str, attention: str, target: float | None):
     n, base_rows, base = args.steps, r["base_rows"], r["base_s"]
     k = r["apg_report"].get("inverted_steps")
     replay_rows = r["s1x_rows"] + r["s3x_rows"] + r["s3x_fd_rows"]
@@ -309,49 +381,107 @@ def section_apg(r, args):
     rows = [
         ["APG alone (inversion cfg 1 + regeneration cfg %g)" % CFG, r["apg_rows"], f"{r['apg_rows'] / n:.1f}N",
          f"{r['apg_s']:.1f}", f"{r['apg_s'] / base:.2f}x"],
-        ["replay FreeCure (stages 1 + 3), from [2]", replay_rows, f"{replay_rows / n:.1f}N", f"{replay_s:.1f}",
-         f"{replay_s / base:.2f}x"],
+        [f"replay FreeCure (stages 1 + 3), from [{tag.replace('4', '2')}]", replay_rows, f"{replay_rows / n:.1f}N",
+         f"{replay_s:.1f}", f"{replay_s / base:.2f}x"],
         ["whole pipeline with APG (stages 1 + 3 + 4)", total_rows, f"{total_rows / n:.1f}N", f"{total_s:.1f}",
          f"{total_s / base:.2f}x"],
     ]
     rep = r["apg_report"]
     turn = f"turn at sigma {rep.get('sigma_turn', 0):.4g}, {rep.get('whole_steps', k)} of the {n} scheduled" + \
         (" + 1 to the turn" if rep.get("turn_step") else "")
-    table(f"[4] APG, gamma 0.5 ({turn}): {k} steps inverted then regenerated (one run, same model and size as [2])",
+    goal = (f"Issue target for the whole pipeline with SDPA as the baseline's attention: <= {target:g}x "
+            f"({verdict(total_s / base, target)}; paper: 3.5-4x)." if target is not None else
+            "No target against this attention (the issue's is against SDPA, [4b]); paper: 3.5-4x.")
+    table(f"[{tag}] APG, gamma 0.5 ({turn}): {k} steps inverted then regenerated (one run, same model and size as "
+          f"[2]); ComfyUI attention: {attention}",
           ["variant", "rows", "per N", "s", "vs base"], rows,
           f"baseline = stock KSampler, {base_rows} rows, {base:.1f} s. Inversion runs the template prompt at cfg 1 "
-          f"(ComfyUI skips the uncond row), so APG costs 3 rows per step inverted. Target for the whole pipeline: <= 3x "
-          f"the baseline's wall time (paper: 3.5-4x). APG ran and is finite: {r['checks']['apg_ran']}")
+          f"(ComfyUI skips the uncond row), so APG costs 3 rows per step inverted.\n{goal} "
+          f"APG ran and is finite: {r['checks']['apg_ran']}")
     return total_s
 
 
-def section_attention(args):
+def section_fasa_layer(args) -> dict:
+    """[3]: one FASA layer at SD1.5's 64² decoder shape per dtype and kernel, against the floor (plain SDPA over the
+    same number of keys). Returns {dtype label: figures}."""
     n, c, heads = 64 * 64, 320, 8
-    g = torch.Generator().manual_seed(0)
-    q, k, v, k_fd, v_fd = (torch.randn(1, n, c, generator=g) for _ in range(5))
+    d = c // heads
+    cpu = torch.device("cpu")
     mask = box_mask(64, 64).flatten(1)[0]
+    sel = select_keys(mask, OMEGA, cpu)  # once, as FasaRun does per run and grid
+    idx, m = sel.groups[0].index, sel.key_count()
     empty = torch.zeros_like(mask)
     reps = args.attn_repeats
     default = comfy_attention.optimized_attention
-    sdpa = comfy_attention.attention_pytorch
-    t_def = median_time(lambda: default(q, k, v, heads), reps)
-    t_sdpa = median_time(lambda: sdpa(q, k, v, heads), reps)
-    t_empty = median_time(lambda: fasa_attention(q, k, v, k_fd, v_fd, empty, 0.5, heads), reps)
-    t_fasa = median_time(lambda: fasa_attention(q, k, v, k_fd, v_fd, mask, 0.5, heads), reps)
-    diff = float((fasa_attention(q, k, v, k_fd, v_fd, empty, 0.5, heads) - default(q, k, v, heads)).abs().max())
-    rows = [
-        [f"ComfyUI optimized_attention (CPU default: {default.__name__})", f"{t_def * 1e3:.0f}", "1.00x", "4096"],
-        ["ComfyUI attention_pytorch (SDPA)", f"{t_sdpa * 1e3:.0f}", f"{t_sdpa / t_def:.2f}x", "4096"],
-        ["fasa_attention, empty mask (= plain attention)", f"{t_empty * 1e3:.0f}", f"{t_empty / t_def:.2f}x", "4096"],
-        ["fasa_attention, 25% mask", f"{t_fasa * 1e3:.0f}", f"{t_fasa / t_def:.2f}x",
-         f"{n}+{int(mask.sum())}"],
-    ]
-    table(f"[3] One attention call at SD1.5's 64x64 decoder shape: batch 1, {n} tokens, {c} ch = {heads} heads x "
-          f"{c // heads}, fp32, median of {reps} after 1 warm-up",
-          ["call", "ms", "vs default", "keys"], rows,
-          f"fasa/empty-mask {t_fasa / t_empty:.2f}x (key count ratio {(n + int(mask.sum())) / n:.2f}); "
-          f"max|fasa(empty) - default| = {diff:.1e}")
-    return t_def, t_sdpa, t_empty, t_fasa
+    g = torch.Generator().manual_seed(0)
+    base = [torch.randn(1, n, c, generator=g) for _ in range(5)]
+
+    def split(t):
+        return t.view(1, t.shape[1], heads, d).transpose(1, 2)
+
+    rows, figures = [], {}
+    for label, dtype in LAYER_DTYPES:
+        q, k, v, k_fd, v_fd = (t.to(dtype) for t in base)
+        qh, kh, vh = split(q), split(k), split(v)
+        k_all = torch.cat([kh, split(k_fd.index_select(1, idx))], 2)
+        v_all = torch.cat([vh, split(v_fd.index_select(1, idx))], 2)
+        auto = choose_kernel("auto", qh, False)
+
+        def fasa(kern):
+            return fasa_attention(q, k, v, k_fd, v_fd, None, OMEGA, heads, selection=sel, kernel=kern)
+
+        calls = [("floor", "floor: torch SDPA over the N + M keys", lambda: F.scaled_dot_product_attention(
+                     qh, k_all, v_all), n + m),
+                 ("sdpa_n", "torch SDPA over the N PD keys", lambda: F.scaled_dot_product_attention(qh, kh, vh), n),
+                 ("default", f"ComfyUI default attention ({attn_name(default)})", lambda: default(q, k, v, heads), n),
+                 ("sdpa", "ComfyUI attention_pytorch (SDPA)", lambda: comfy_attention.attention_pytorch(
+                     q, k, v, heads), n)]
+        if dtype is torch.float32:
+            calls.append(("empty", "fasa_attention, empty mask (= plain attention)", lambda: fasa_attention(
+                q, k, v, k_fd, v_fd, empty, OMEGA, heads), n))
+        calls += [(kern, f"FASA, kernel {kern}" + (f" (= {auto})" if kern == "auto" else ""),
+                   lambda kern=kern: fasa(kern), n + m) for kern in FASA_KERNELS]
+        fig = {"ms": {}, "vs_floor": {}, "max_diff": {}, "auto": auto, "errors": {}, "keys": n + m}
+        try:
+            reference = fasa("reference").float()
+        except (RuntimeError, NotImplementedError) as e:
+            reference = None
+            fig["errors"]["reference"] = str(e).splitlines()[0]
+        runnable = {}
+        for key, text, fn, keys in calls:
+            try:
+                out = fn()  # the warm-up call, and the output compared with the reference kernel's
+            except (RuntimeError, NotImplementedError) as e:  # an SDPA this CPU's torch lacks for the dtype
+                fig["errors"][key] = str(e).splitlines()[0][:120]
+                continue
+            runnable[key] = fn
+            if key in FASA_KERNELS and reference is not None:
+                fig["max_diff"][key] = float((out.float() - reference).abs().max())
+        times = interleaved_medians(runnable, reps)
+        for key, text, fn, keys in calls:
+            if key not in times:
+                rows.append([label, text, "unsupported", "-", str(keys), fig["errors"][key]])
+                continue
+            fig["ms"][key] = times[key] * 1e3
+            floor = fig["ms"].get("floor")
+            ratio = fig["ms"][key] / floor if floor else None
+            fig["vs_floor"][key] = ratio
+            diff = f"{fig['max_diff'][key]:.1e}" if key in fig["max_diff"] else "-"
+            rows.append([label, text, f"{fig['ms'][key]:.0f}", f"{ratio:.2f}x" if ratio else "-", str(keys), diff])
+        figures[label] = fig
+    auto_ratio = {label: figures[label]["vs_floor"].get("auto") for label, _ in LAYER_DTYPES}
+    lines = [f"  {label}: {verdict(auto_ratio[label], TARGETS['fasa_layer'])}" if label in LAYER_TARGET_DTYPES else
+             f"  {label}: " + (f"{auto_ratio[label]:.2f}x (no CPU target)" if auto_ratio[label] else "not measured")
+             for label, _ in LAYER_DTYPES]
+    table(f"[3] One FASA attention layer at SD1.5's 64x64 decoder shape: batch 1, N = {n} tokens, {c} ch = {heads} "
+          f"heads x {d}, 25% box mask = M = {m} in-mask FD keys, omega {OMEGA}; keys chosen once by select_keys, then "
+          f"fasa_attention(..., selection=, kernel=) as the patch calls it; median of {reps} rounds (each round "
+          f"times every call in turn) after 1 warm-up",
+          ["dtype", "call", "ms", "vs floor", "keys", "max|x - reference|"], rows,
+          f"floor = torch.nn.functional.scaled_dot_product_attention over the same N + M keys (head-split, "
+          f"concatenated beforehand, same dtype). Issue target: the FASA layer (kernel auto, what the patch runs) "
+          f"<= {TARGETS['fasa_layer']:g}x the floor on the CPU in fp32 and bf16:\n" + "\n".join(lines))
+    return figures
 
 
 def _site_layout(store: KVStore):
@@ -428,6 +558,28 @@ def section_store(r, mask, args):
     return sd15, sdxl
 
 
+def section_traffic(r, args) -> dict:
+    """[6]: bytes of the record one replay (stage 3 from the x record) read and copied, per sampling step."""
+    n, tr = args.steps, r["traffic"]
+    compacted = r["rep_x"].get("compacted_bytes")
+    out = {"read_bytes_per_step": per_step(tr, "read_bytes", n), "copied_bytes_per_step": per_step(tr, "copied_bytes", n),
+           "compacted_bytes_per_step": None if compacted is None else compacted / n}
+    rows = [["record served to FASA (read_bytes)", fmt_traffic(tr.get("read_bytes")),
+             fmt_traffic(out["read_bytes_per_step"])],
+            ["record copied to another device (copied_bytes)", fmt_traffic(tr.get("copied_bytes")),
+             fmt_traffic(out["copied_bytes_per_step"])],
+            ["for comparison: the compacted x record the replay holds", fmt_traffic(compacted),
+             fmt_traffic(out["compacted_bytes_per_step"])]]
+    missing = [name for name in COUNTERS if tr.get(name) is None]
+    table(f"[6] Record traffic of one replay (stage 3 from the x record, {n} steps, euler: 1 evaluation per step), "
+          f"read from the record's counters",
+          ["what", "whole run", "per step"], rows,
+          ("n/a: the record has no " + " / ".join(missing) + " counter (fasa/record.py). " if missing else "") +
+          "The record lives in CPU RAM (offload): on a GPU, read_bytes is what crosses to the GPU; on this CPU run "
+          "nothing needs copying to another device.")
+    return out
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> dict:
     """Run every section, print them, and return the headline figures (bench/bench_report.py tabulates them)."""
@@ -438,14 +590,14 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     args.steps = args.steps or (2 if args.quick else 8)
     args.size = args.size or (128 if args.quick else 256)
-    args.attn_repeats = 3 if args.quick else 5
+    args.attn_repeats = 2 if args.quick else 5
     if args.size % 8:
         ap.error("--size must be a multiple of 8 (one latent pixel = 8 px)")
     t0 = time.perf_counter()
     comfy.utils.PROGRESS_BAR_ENABLED = False
 
     exe = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    print("FreeCure engine benchmark")
+    print("FreeCure engine benchmark" + (" (--quick: smoke sizes, not figures to publish)" if args.quick else ""))
     print(f"command: {exe} {shlex.join(sys.argv)}")
     print(f"machine: {machine_line()}")
 
@@ -456,43 +608,90 @@ def main(argv=None) -> dict:
     print(f"model:   ComfyUI SD15 unet_config, random init (init_weights_), built in {build_s:.0f} s; "
           f"{len(sites)} attn1 sites, FASA 'reference' layers: {', '.join(s.label() for s in ref)}; "
           f"one site probe (1-row forward, 16x24 latent, run by each FreeCure stage) {probe_s:.2f} s")
+    choices = attention_choices()
+    names = {key: attn_name(fn) for key, fn in choices}
+    print("attention: the pipelines run once per ComfyUI attention: " + ", ".join(
+        f"{names[key]}{' (ComfyUI default here)' if key == 'default' else ''}" for key, _ in choices) +
+        ("" if len(choices) > 1 else " (the default already is SDPA)"))
     mask = box_mask(args.size, args.size)
     watch = CpuWatch()
 
-    r = run_pipelines(base, args, mask)
+    runs = {}
+    for i, (key, fn) in enumerate(choices):
+        with comfy_attention_set_to(fn):
+            runs[key] = run_pipelines(base, args, mask, full=i == 0)
+    runs.setdefault("sdpa", runs["default"])
+    names.setdefault("sdpa", names["default"])
+    r = runs["default"]
     section_rows(r, args.steps)
-    t_base, t_rep, t_lock = section_time(r, args)
-    t_def, t_sdpa, t_empty, t_fasa = section_attention(args)
-    t_apg_total = section_apg(r, args)
+    tags = {"default": "2a", "sdpa": "2b"} if len(choices) > 1 else {"default": "2"}
+    for key in tags:
+        section_time(runs[key], args, tags[key], names[key])
+    layer = section_fasa_layer(args)
+    walls = {}
+    for key in tags:
+        total = section_apg(runs[key], args, tags[key].replace("2", "4"), names[key],
+                            TARGETS["with_apg"] if key == "sdpa" or len(choices) == 1 else None)
+        walls[key] = wall_figures(runs[key], total)
+    walls.setdefault("sdpa", walls["default"])
     sd15, sdxl = section_store(r, mask, args)
+    traffic = section_traffic(r, args)
 
     n = args.steps
+    w, ws = walls["default"], walls["sdpa"]
+    fp32 = layer["fp32"]
+    auto = {label: layer[label]["vs_floor"].get("auto") for label, _ in LAYER_DTYPES}
+    targets = {"replay_sdpa": {"target": TARGETS["replay"], "value": ws["replay"]},
+               "with_apg_sdpa": {"target": TARGETS["with_apg"], "value": ws["with_apg"]}}
+    targets.update({f"fasa_layer_{label}": {"target": TARGETS["fasa_layer"], "value": auto[label]}
+                    for label in LAYER_TARGET_DTYPES})
+    for t in targets.values():
+        t["met"] = None if t["value"] is None else t["value"] <= t["target"]
     total = time.perf_counter() - t0
     print(f"\ntotal runtime {total:.0f} s; {watch.report()}")
     print("\nSummary (README):")
     print(f"- UNet row-evaluations per image with CFG, N steps: baseline 2N, FreeCure replay 4N, lockstep 6N, "
           f"reference code 8N (counted at N={n}: {r['base_rows']} / {r['s1x_rows'] + r['s3x_rows']} / "
           f"{r['s1x_rows'] + r['lock_pd_rows'] + r['lock_fd_rows']}; 8N analytical).")
-    print(f"- Wall time vs stock KSampler, SD1.5-size UNet (random weights, fp32, {torch.get_num_threads()}-thread CPU, "
-          f"{args.size}², {n} steps): replay {t_rep / t_base:.2f}x (stage 1 {r['s1x_s'] / t_base:.2f}x + stage 3 "
-          f"{r['s3x_s'] / t_base:.2f}x), lockstep {t_lock / t_base:.2f}x; with APG (gamma 0.5) "
-          f"{t_apg_total / t_base:.2f}x ({(r['s1x_rows'] + r['s3x_rows'] + r['apg_rows']) / n:.1f}N rows).")
-    print(f"- One FASA attention call at SD1.5 64² (4096 tokens, 8x40 heads, 25% mask): {t_fasa * 1e3:.0f} ms vs "
-          f"{t_empty * 1e3:.0f} ms with an empty mask and {t_def * 1e3:.0f} ms for ComfyUI's CPU default "
-          f"({comfy_attention.optimized_attention.__name__}).")
+    for key in tags:
+        ww, rr = walls[key], runs[key]
+        print(f"- Wall time vs stock KSampler on {names[key]} attention, SD1.5-size UNet (random weights, fp32, "
+              f"{torch.get_num_threads()}-thread CPU, {args.size}², {n} steps): replay {ww['replay']:.2f}x (stage 1 "
+              f"{ww['stage1']:.2f}x + stage 3 {ww['stage3']:.2f}x), lockstep {ww['lockstep']:.2f}x; with APG (gamma "
+              f"0.5) {ww['with_apg']:.2f}x ({(rr['s1x_rows'] + rr['s3x_rows'] + rr['apg_rows']) / n:.1f}N rows); "
+              f"baseline {ww['baseline_s']:.1f} s.")
+    print(f"- Issue 19 targets on this CPU (ComfyUI's {names['sdpa']} as the stock KSampler's attention): replay "
+          f"{verdict(ws['replay'], TARGETS['replay'])}; with APG {verdict(ws['with_apg'], TARGETS['with_apg'])}; "
+          f"FASA layer vs SDPA over the same keys " +
+          ", ".join(f"{label} {verdict(auto[label], TARGETS['fasa_layer'])}" for label in LAYER_TARGET_DTYPES) + ".")
+    print(f"- One FASA layer at SD1.5 64² (4096 tokens + {fp32['keys'] - 4096} in-mask FD keys, 8x40 heads): "
+          + "; ".join(f"{label} kernel auto ({layer[label]['auto']}) "
+                      + (f"{layer[label]['ms']['auto']:.0f} ms = {auto[label]:.2f}x the floor"
+                         if auto[label] else "not measured") for label, _ in LAYER_DTYPES)
+          + f"; fp32 ComfyUI default ({names['default']}) {fp32['ms'].get('default', float('nan')):.0f} ms over "
+            f"4096 keys.")
     print(f"- FD record, fp16, 30 steps (analytical): SD1.5 512² naive K/V {fmt_bytes(sd15[0])} -> attn1 inputs "
           f"{fmt_bytes(sd15[1])} -> 25%-mask compacted {fmt_bytes(sd15[3])}; SDXL 1024² {fmt_bytes(sdxl[0])} -> "
           f"{fmt_bytes(sdxl[1])} -> {fmt_bytes(sdxl[3])}.")
+    print(f"- Replay record traffic per step ({args.size}², x record in CPU RAM): served to FASA "
+          f"{fmt_traffic(traffic['read_bytes_per_step'])}, copied to another device "
+          f"{fmt_traffic(traffic['copied_bytes_per_step'])}.")
+
+    def rows_of(rr):
+        return {"baseline": rr["base_rows"], "replay": rr["s1x_rows"] + rr["s3x_rows"] + rr["s3x_fd_rows"],
+                "lockstep": rr["s1x_rows"] + rr["lock_pd_rows"] + rr["lock_fd_rows"], "reference": 8 * n,
+                "apg": rr["apg_rows"], "with_apg": rr["s1x_rows"] + rr["s3x_rows"] + rr["s3x_fd_rows"] + rr["apg_rows"]}
+
     return {
         "steps": n, "size": args.size, "cfg": CFG, "sampler": SAMPLER, "threads": torch.get_num_threads(),
-        "rows": {"baseline": r["base_rows"], "replay": r["s1x_rows"] + r["s3x_rows"] + r["s3x_fd_rows"],
-                 "lockstep": r["s1x_rows"] + r["lock_pd_rows"] + r["lock_fd_rows"], "reference": 8 * n,
-                 "apg": r["apg_rows"], "with_apg": r["s1x_rows"] + r["s3x_rows"] + r["s3x_fd_rows"] + r["apg_rows"]},
-        "wall": {"replay": t_rep / t_base, "stage1": r["s1x_s"] / t_base, "stage3": r["s3x_s"] / t_base,
-                 "lockstep": t_lock / t_base, "with_apg": t_apg_total / t_base, "baseline_s": t_base},
+        "quick": bool(args.quick),
+        "rows": rows_of(r),
+        "wall": w, "wall_sdpa": ws, "attention_names": {"default": names["default"], "sdpa": names["sdpa"]},
         "replay_vs_lockstep_max_diff": r["checks"]["replay_x_vs_lock"],
-        "attention_ms": {"fasa": t_fasa * 1e3, "empty": t_empty * 1e3, "default": t_def * 1e3, "sdpa": t_sdpa * 1e3,
-                         "default_name": comfy_attention.optimized_attention.__name__},
+        "attention_ms": {"fasa": fp32["ms"].get("auto"), "empty": fp32["ms"].get("empty"),
+                         "default": fp32["ms"].get("default"), "sdpa": fp32["ms"].get("sdpa"),
+                         "default_name": names["default"]},
+        "fasa_layer": layer, "targets": targets, "record_traffic": traffic,
         "store": {"sd15": [fmt_bytes(b) for b in sd15], "sdxl": [fmt_bytes(b) for b in sdxl]},
         "cpu_contention": watch.report(), "total_s": total,
     }

@@ -4,7 +4,9 @@ ComfyUI parses its command line once, when ``comfy.cli_args`` is first
 imported, and only if ``comfy.options.enable_args_parsing()`` was called
 before.  ``import_comfy()`` does that with a controlled ``sys.argv`` (``--cpu``
 plus any extra flags) so in-process tests always run on the CPU, then puts the
-real ``sys.argv`` back so pytest is not confused.
+real ``sys.argv`` back so pytest is not confused.  ``import_comfy(cpu=False)``
+leaves ``--cpu`` out, so ComfyUI picks its GPU (bench/gpu_check.py); the test
+suite never passes it.
 
 Safe to call any number of times; only the first call does work.
 """
@@ -46,17 +48,21 @@ def _ensure_on_path(root: pathlib.Path) -> None:
         sys.path.insert(0, s)
 
 
-def import_comfy(*extra_args: str):
-    """Make ``import comfy.*`` work, in CPU mode.  Returns the ``comfy`` package.
+def import_comfy(*extra_args: str, cpu: bool = True):
+    """Make ``import comfy.*`` work, in CPU mode (``cpu=False``: on ComfyUI's own device choice, e.g. CUDA).
+    Returns the ``comfy`` package.
 
     ``extra_args`` are more ComfyUI CLI flags (e.g. ``--use-pytorch-cross-attention``).
     They only take effect on the first call in a process; a later call asking
-    for different flags raises ``RuntimeError`` rather than silently ignoring them.
+    for different flags, or ``cpu=False`` after a CPU import, raises
+    ``RuntimeError`` rather than silently ignoring them (a later plain
+    ``import_comfy()`` returns whatever was imported first, as the test helpers
+    that call it expect).
     """
-    wanted = ("--cpu",) + tuple(a for a in extra_args if a != "--cpu")
+    wanted = (("--cpu",) if cpu else ()) + tuple(a for a in extra_args if a != "--cpu")
     with _lock:
         if _state["done"]:
-            if extra_args and set(wanted) != set(_state["args"]):
+            if (extra_args or not cpu) and set(wanted) != set(_state["args"]):
                 raise RuntimeError(
                     f"ComfyUI already imported with args {_state['args']}; cannot switch to {wanted}")
             import comfy  # noqa: F401  (namespace package)
@@ -71,8 +77,8 @@ def import_comfy(*extra_args: str):
         if "comfy.cli_args" in sys.modules:
             # Someone imported ComfyUI before us, without our argv.  Force CPU
             # as well as we can; model_management may already have chosen.
-            args = sys.modules["comfy.cli_args"].args
-            args.cpu = True
+            if cpu:
+                sys.modules["comfy.cli_args"].args.cpu = True
         else:
             import comfy.options
             comfy.options.enable_args_parsing()
