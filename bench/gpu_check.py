@@ -242,9 +242,12 @@ class SyncLog:
 
 
 def _guarded(fn, mode: str, log: SyncLog, label: str, eval_index):
-    """fn with torch.cuda.set_sync_debug_mode(mode) on for the duration of each call; "warn" mode's warnings are
-    collected in `log` with the call's evaluation index (eval_index() at call time)."""
+    """fn with torch.cuda.set_sync_debug_mode(mode) on for the duration of each call from the run's second model
+    evaluation on (the first works out the run's key selections and row indices from the CPU mask, once per run and
+    token grid, by design); "warn" mode's warnings are collected in `log` with the call's evaluation index."""
     def guarded(*args, **kwargs):
+        if eval_index() < 1:
+            return fn(*args, **kwargs)
         previous = torch.cuda.get_sync_debug_mode()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
