@@ -12,7 +12,7 @@ One run, one model: a UNet with SD1.5's real dimensions (ComfyUI's detected SD1.
      `comfy.ldm.modules.attention.optimized_attention` at call time, so setting that module attribute (and
      `optimized_attention_masked`) switches both; every ratio is measured within one run of this script.
   3. One FASA attention layer at SD1.5's 64x64 decoder shape in fp32, bf16 and fp16: each kernel (reference,
-     masked, folded, auto) called as the patch calls it (keys chosen once by select_keys, then fasa_attention with
+     masked, folded, split, auto) called as the patch calls it (keys chosen once by select_keys, then fasa_attention with
      that selection), against the floor: plain SDPA over the same number of keys. Issue target: <= 1.05x the floor
      (fp32 and bf16 on the CPU).
   4. APG (stage 4, gamma 0.5) on the replay result: its rows and wall time, and the whole pipeline
@@ -83,7 +83,7 @@ SDXL_REFERENCE = [(2, 1280, 14), (1, 640, 6)]
 SEED, CFG, SAMPLER, SCHEDULER = 42, 6.0, "euler", "normal"
 FP16 = 2
 OMEGA = 0.5
-FASA_KERNELS = ("reference", "masked", "folded", "auto")
+FASA_KERNELS = ("reference", "masked", "folded", "split", "auto")
 LAYER_DTYPES = (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16))
 # issue 19, on the CPU: replay and replay + APG against the stock KSampler with SDPA as its attention; one FASA layer
 # against plain SDPA over the same number of keys (fp32 and bf16)
@@ -425,7 +425,8 @@ def section_fasa_layer(args) -> dict:
         qh, kh, vh = split(q), split(k), split(v)
         k_all = torch.cat([kh, split(k_fd.index_select(1, idx))], 2)
         v_all = torch.cat([vh, split(v_fd.index_select(1, idx))], 2)
-        auto = choose_kernel("auto", qh, False)
+        # a binary mask gives every chosen key the same bias (the selection's float): "split" applies
+        auto = choose_kernel("auto", qh, False, one_bias=isinstance(sel.groups[0].fd_bias, float))
 
         def fasa(kern):
             return fasa_attention(q, k, v, k_fd, v_fd, None, OMEGA, heads, selection=sel, kernel=kern)
