@@ -175,8 +175,13 @@ def attend_split(qh, kh, vh, k_fd, v_fd, omega: float) -> torch.Tensor | None:
         return None
     (out_pd, lse_pd), (out_fd, lse_fd) = pd, fd
     share = torch.sigmoid(lse_fd.float() + float(omega) - lse_pd.float()).unsqueeze(-1)
-    # one pass in the model's dtype (lerp computes in fp32 internally; the share is rounded to that dtype)
-    return torch.lerp(out_pd, out_fd.to(out_pd.dtype), share.to(out_pd.dtype))
+    # one pass in the model's dtype (lerp computes in fp32 internally; the share is rounded to that dtype), written in
+    # the (B, N, H, D) memory order the attention ops use, so merging the heads afterwards needs no copy
+    b, h, n, d = out_pd.shape
+    out = torch.empty(b, n, h, d, dtype=out_pd.dtype, device=out_pd.device)
+    torch.lerp(out_pd.transpose(1, 2), out_fd.to(out_pd.dtype).transpose(1, 2),
+               share.to(out_pd.dtype).transpose(1, 2), out=out)
+    return out.transpose(1, 2)
 
 
 def attend(qh, kh, vh, k_fd, v_fd, fd_bias, *, kernel: str = "auto", logit_bias=None) -> torch.Tensor:
