@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from .kernel import attend
-from .selection import KeySelection, select_keys
+from .selection import KeySelection, key_bias, select_keys  # noqa: F401  (key_bias: the FD keys' bias)
+
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     b, n, c = x.shape
@@ -40,11 +41,6 @@ def _check_shapes(q, k, v, k_fd, v_fd, heads):
     if k_fd.shape != v_fd.shape or k_fd.shape[-1] != q.shape[-1] or k_fd.shape[0] != q.shape[0]:
         raise ValueError(f"FASA: foundation k/v {tuple(k_fd.shape)}/{tuple(v_fd.shape)} do not match the "
                          f"personalized q {tuple(q.shape)} (same batch and channels required)")
-
-
-def key_bias(weights: torch.Tensor, omega: float) -> torch.Tensor:
-    """The additive logit bias omega + ln(w) of FD keys with mask weights w in (0, 1] (same shape, fp32)."""
-    return float(omega) + torch.log(weights.float().clamp(0.0, 1.0))
 
 
 def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_extra: torch.Tensor,

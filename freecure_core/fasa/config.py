@@ -29,7 +29,7 @@ class FASAConfig:
     """Where and how strongly the personalized branch attends to the foundation branch.
 
     mask: (B, H, W) attribute mask in foundation-image pixels (1 = take the attribute from FD; values between 0 and 1
-    are soft weights, see attention.key_bias).
+    are soft weights, see selection.key_bias).
     omega: log-space boost of in-mask FD keys (any value in -10..10; 0 = their natural weight); None = the model
     family's default (default_omega).
     layers: a preset name (SD: reference, decoder, all; FLUX: single, all) or a custom layer list (see

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import key_bias  # noqa: F401  (re-exported: the FLUX bias is the SD one)
 from .kernel import attend
 from .record import FasaRecord, ReplayMismatch, RunSettings, pinned_like
 from .selection import KeySelection, select_keys

@@ -5,7 +5,7 @@ resolution: a UNet halves the grid at each downsample with ceil rounding (a 75-r
 38, then 19), so grids are computed from the latent shape, never from sqrt(tokens).
 
 Token masks are weights in [0, 1]: "nearest" keeps the mask's own values, so a feathered edge reaches FASA as soft
-weights (attention.key_bias); "area" keeps the tokens at least half covered, as 1.
+weights (selection.key_bias); "area" keeps the tokens at least half covered, as 1.
 """
 from __future__ import annotations
 

@@ -55,6 +55,11 @@ class KeySelection:
         return self.groups[0].count if self.groups else 0
 
 
+def key_bias(weights: torch.Tensor, omega: float) -> torch.Tensor:
+    """The additive logit bias omega + ln(w) of FD keys with mask weights w in (0, 1] (same shape, fp32)."""
+    return float(omega) + torch.log(weights.float().clamp(0.0, 1.0))
+
+
 def select_keys(weights: torch.Tensor, omega: float, device, positions: torch.Tensor | None = None) -> KeySelection:
     """The KeySelection of token weights (M,) or (B_mask, M) with logit boost omega, on `device`.
 
@@ -79,7 +84,7 @@ def select_keys(weights: torch.Tensor, omega: float, device, positions: torch.Te
         idx = (row > 0).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
-        bias = (float(omega) + torch.log(row[idx]))[None]
+        bias = key_bias(row[idx], omega)[None]
         weight = row[idx]
         value = float(omega) + math.log(float(weight[0])) if bool((weight == weight[0]).all()) else None
         groups.append(KeyGroup(rows, idx.to(device), bias.to(device), pos[idx].to(device), int(idx.numel()), value))

@@ -63,7 +63,7 @@ def test_replay_equals_lockstep(case, kind):
 
 
 def test_a_feathered_mask_is_soft_weights_in_replay_and_lockstep(sd15_case):
-    """Mask values between 0 and 1 are FASA weights (attention.key_bias): the replay's compacted record keeps them,
+    """Mask values between 0 and 1 are FASA weights (selection.key_bias): the replay's compacted record keeps them,
     so replay equals lockstep, and the result differs from the same mask thresholded at 0.5."""
     from freecure_core.parsing.mask_ops import feather_mask
     c = sd15_case
