@@ -446,20 +446,8 @@ def time_sdxl(device, sizes: dict, results: dict, smoke: bool) -> None:
         return [[torch.randn(1, 77, unet["context_dim"], generator=g), extra]]
 
     pos, neg, fd_pos = cond(), cond(), cond()
-    for label, dtype in DTYPES:
-        try:
-            model, build_s, _ = timed(lambda: build_model(comfy.supported_models.SDXL, unet, seed=0, gain=0.5,
-                                                          dtype=dtype, device=device), device)
-            r = time_pipelines(model, pos, neg, fd_pos, {"samples": torch.zeros(1, 4, side, side)}, box_mask(px, px),
-                               steps, 6.0, "euler", "normal", device)
-            report_timings("SDXL-size UNet" + (" (smoke)" if smoke else ""), label, r, weight_bytes(model), results)
-            say(f"  (model built in {build_s:.1f} s)")
-        except Exception as e:  # noqa: BLE001
-            say(f"  {label}: ERROR {type(e).__name__}: {e}")
-            traceback.print_exc()
-            results.setdefault("errors", []).append(f"SDXL {label}: {type(e).__name__}: {e}")
-        model = None
-        release_models(device)
+    time_per_dtype("SDXL-size UNet", "SDXL", comfy.supported_models.SDXL, unet, (pos, neg, fd_pos), 4, side, steps,
+                   (6.0, "euler", "normal"), device, results, smoke)
 
 
 def time_flux(device, sizes: dict, results: dict, smoke: bool) -> None:
@@ -478,19 +466,28 @@ def time_flux(device, sizes: dict, results: dict, smoke: bool) -> None:
                  {"pooled_output": torch.randn(1, dims["vec_in_dim"], generator=g), "guidance": 3.5}]]
 
     pos, neg, fd_pos = cond(), cond(), cond()
+    time_per_dtype("FLUX-size", "FLUX", comfy.supported_models.Flux, config, (pos, neg, fd_pos), 16, side, steps,
+                   (1.0, "euler", "simple"), device, results, smoke)
+
+
+def time_per_dtype(title: str, tag: str, model_class, config: dict, conds: tuple, channels: int, side: int, steps: int,
+                   sampling: tuple, device, results: dict, smoke: bool) -> None:
+    """For each dtype: build the random-weight model, time_pipelines at a (1, channels, side, side) latent with a box
+    mask, report the timings (an error is reported and recorded, and the next dtype runs), free the model."""
     px = side * 8
+    cfg, sampler, scheduler = sampling
     for label, dtype in DTYPES:
         try:
-            model, build_s, _ = timed(lambda: build_model(comfy.supported_models.Flux, config, seed=0, gain=0.5,
-                                                          dtype=dtype, device=device), device)
-            r = time_pipelines(model, pos, neg, fd_pos, {"samples": torch.zeros(1, 16, side, side)}, box_mask(px, px),
-                               steps, 1.0, "euler", "simple", device)
-            report_timings("FLUX-size" + (" (smoke)" if smoke else ""), label, r, weight_bytes(model), results)
+            model, build_s, _ = timed(lambda: build_model(model_class, config, seed=0, gain=0.5, dtype=dtype,
+                                                          device=device), device)
+            r = time_pipelines(model, *conds, {"samples": torch.zeros(1, channels, side, side)}, box_mask(px, px),
+                               steps, cfg, sampler, scheduler, device)
+            report_timings(title + (" (smoke)" if smoke else ""), label, r, weight_bytes(model), results)
             say(f"  (model built in {build_s:.1f} s)")
         except Exception as e:  # noqa: BLE001
             say(f"  {label}: ERROR {type(e).__name__}: {e}")
             traceback.print_exc()
-            results.setdefault("errors", []).append(f"FLUX {label}: {type(e).__name__}: {e}")
+            results.setdefault("errors", []).append(f"{tag} {label}: {type(e).__name__}: {e}")
         model = None
         release_models(device)
 
