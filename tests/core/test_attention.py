@@ -9,18 +9,8 @@ from freecure_core.fasa.attention import fasa_attention, plain_attention
 
 
 def dense_fasa(q, k, v, k_fd, v_fd, key_mask, omega, heads):
-    """Reference: logits over [K_pd | K_fd], +omega inside the mask, -inf outside, one softmax (float64)."""
-    q, k, v, k_fd, v_fd = (t.double() for t in (q, k, v, k_fd, v_fd))
-    b, n, c = q.shape
-    d = c // heads
-    split = lambda t: t.view(b, t.shape[1], heads, d).transpose(1, 2)
-    qh, kh, vh = split(q), split(torch.cat([k, k_fd], 1)), split(torch.cat([v, v_fd], 1))
-    logits = qh @ kh.transpose(-1, -2) / math.sqrt(d)
-    m = key_mask if key_mask.dim() == 2 else key_mask.unsqueeze(0).expand(b, -1)
-    bias = torch.where(m > 0.5, torch.tensor(float(omega), dtype=torch.float64), torch.tensor(-math.inf, dtype=torch.float64))
-    bias = torch.cat([torch.zeros(b, k.shape[1], dtype=torch.float64), bias], 1)
-    attn = torch.softmax(logits + bias[:, None, None, :], dim=-1)
-    return (attn @ vh).transpose(1, 2).reshape(b, n, c)
+    """Reference: logits over [K_pd | K_fd], +omega inside the mask (> 0.5), -inf outside, one softmax (float64)."""
+    return dense_soft_fasa(q, k, v, k_fd, v_fd, (key_mask > 0.5).double(), omega, heads)
 
 
 def make(b=1, n=48, m=48, heads=2, d=8, seed=0, dtype=torch.float32, scale=1.0):
