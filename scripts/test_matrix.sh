@@ -18,6 +18,14 @@ fi
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(tests)
 JOBS=${FREECURE_MATRIX_JOBS:-2}
+# each version's run holds up to about 5 GB of tiny model files and server folders in pytest's temp folder at once
+# (removed when it passes); say so up front rather than as "No space left on device" errors deep in the suite
+tmp_root=${TMPDIR:-/tmp}
+free_gb=$(df -Pk "$tmp_root" 2>/dev/null | awk 'NR == 2 {print int($4 / 1048576)}')
+if [[ -n "$free_gb" && $free_gb -lt 12 ]]; then
+  echo "[matrix] WARNING: only ${free_gb} GB free in $tmp_root; the suite needs about 5 GB per ComfyUI version" \
+    "(old pytest-of-$(id -un) folders there can be deleted, or set TMPDIR to a roomier disk)"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -35,6 +35,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,8 @@ def model_files(tmp_path_factory):
     print(f"\n[pulid-flux] model files written in {time.monotonic() - t0:.1f} s: " + ", ".join(
         f"{k} {v['seconds']} s {v['bytes'] / 1e6:.0f} MB ({v['disk_bytes'] / 1e6:.0f} MB on disk)"
         for k, v in report.items()))
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # about 1.8 GB: gone once this module's servers are down
 
 
 def _start(request, tmp_path_factory, files: pathlib.Path, pack: str):
