@@ -55,7 +55,7 @@ import comfy.model_patcher  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import nodes as comfy_nodes  # noqa: E402
-from record_traffic import COUNTERS, fmt_traffic, per_step, replay_traffic  # noqa: E402  (bench/record_traffic.py)
+from record_traffic import COUNTERS, fmt_traffic, per_step  # noqa: E402  (bench/record_traffic.py)
 from timing import interleaved_medians, timed  # noqa: E402  (bench/timing.py)
 from freecure_core.fasa.attention import fasa_attention  # noqa: E402
 from freecure_core.fasa.kernel import choose_kernel  # noqa: E402
@@ -277,20 +277,20 @@ def run_pipelines(base, args, mask, full: bool = True):
 
     n = args.steps
     r = {"base": [], "s1x": [], "s3x": [], "kv_kv": None}
-    # order: baseline, replay, lockstep, kv record, then baseline and replay again (best of 2 for those)
-    for rep in range(2):
+    # order: baseline, replay, lockstep, kv record, APG, then baseline and replay again each further round (best of
+    # args.rounds for those three: a round times them back to back, so a change of load hits all three alike)
+    for rep in range(args.rounds):
         base_lat, t = timed(lambda: baseline(n))
         r["base"].append(t)
         r["base_rows"] = c_base.take()
         (fd_lat, kv_x), t = timed(lambda: stage1(n, "x"))
         r["s1x"].append(t)
         r["s1x_rows"] = c_fd.take()
-        with replay_traffic(kv_x) as traffic:  # wraps compacted_copy: one Python call per run, not timed apart
-            (pd_rx, _, rep_x), t = timed(lambda: stage3(n, kv_x))
+        (pd_rx, _, rep_x), t = timed(lambda: stage3(n, kv_x))
         r["s3x"].append(t)
         r["s3x_rows"], r["s3x_fd_rows"] = c_pd.take(), c_fd.take()
         if rep == 0:
-            r["traffic"] = traffic
+            r["traffic"] = rep_x.get("record_traffic", {})  # the replay guider's own count of its record's traffic
             (pd_lock, fd_lock, rep_lock), r["lock_s"] = timed(lambda: stage3(n, None))
             r["lock_pd_rows"], r["lock_fd_rows"] = c_pd.take(), c_fd.take()
             if full:
@@ -349,10 +349,11 @@ def section_time(r, args, tag: str, attention: str):
 
     rep = r["s1x_s"] + r["s3x_s"]
     lock = r["s1x_s"] + r["lock_s"]
+    per_round = " / ".join(f"{(a + b) / t:.3f}x" for t, a, b in zip(r["base"], r["s1x"], r["s3x"]))
     rows = [
-        row("baseline: stock KSampler (best of 2)", base, r["base_rows"]),
-        row("replay stage 1: FD, record attn1 inputs x (best of 2)", r["s1x_s"], r["s1x_rows"]),
-        row("replay stage 3: PD + FASA from the x record (best of 2)", r["s3x_s"], r["s3x_rows"]),
+        row(f"baseline: stock KSampler (best of {len(r['base'])})", base, r["base_rows"]),
+        row(f"replay stage 1: FD, record attn1 inputs x (best of {len(r['s1x'])})", r["s1x_s"], r["s1x_rows"]),
+        row(f"replay stage 3: PD + FASA from the x record (best of {len(r['s3x'])})", r["s3x_s"], r["s3x_rows"]),
         row("replay total (stage 1 + stage 3)", rep, r["s1x_rows"] + r["s3x_rows"]),
         row("lockstep stage 3: [PD; FD] paired", r["lock_s"], r["lock_pd_rows"] + r["lock_fd_rows"]),
         row("lockstep total (stage 1 + stage 3)", lock, r["s1x_rows"] + r["lock_pd_rows"] + r["lock_fd_rows"]),
@@ -364,7 +365,8 @@ def section_time(r, args, tag: str, attention: str):
           f"px, {args.steps} steps, seed {SEED}, 25% box mask; ComfyUI attention (stock KSampler and FreeCure's plain "
           f"rows): {attention}",
           ["variant", "s", "vs base", "rows", "s/row"], rows,
-          f"runs (s): baseline {runs('base')}, stage 1 {runs('s1x')}, stage 3 {runs('s3x')}; warm-up {r['warm_s']:.1f} s. "
+          f"runs (s): baseline {runs('base')}, stage 1 {runs('s1x')}, stage 3 {runs('s3x')}; replay / baseline within "
+          f"each round: {per_round}; warm-up {r['warm_s']:.1f} s. "
           f"Both totals use the same stage-1 run\n(record x; with record off stage 1 is a plain KSampler pass). "
           f"FASA layers use fasa.kernel (SDPA) whatever ComfyUI's attention. checks: outputs finite {c['finite']}; "
           f"lockstep FD == stage-1 FD {c['lock_fd_eq_stage1']};\nmax|PD replay - PD lockstep| "
@@ -592,11 +594,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=None, help="sampling steps N (default 8; --quick 2)")
     ap.add_argument("--size", type=int, default=None, help="image size in px, square (default 256; --quick 128)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="timing rounds of baseline / stage 1 / stage 3, best of them reported (default 3; --quick 2)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny size, few steps, few repeats")
     args = ap.parse_args(argv)
     args.steps = args.steps or (2 if args.quick else 8)
     args.size = args.size or (128 if args.quick else 256)
-    args.attn_repeats = 2 if args.quick else 5
+    args.attn_repeats = 2 if args.quick else 9
+    args.rounds = args.rounds or (2 if args.quick else 3)
     if args.size % 8:
         ap.error("--size must be a multiple of 8 (one latent pixel = 8 px)")
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 
-from record_traffic import fmt_traffic, per_step, replay_traffic  # noqa: E402  (bench/record_traffic.py)
+from record_traffic import fmt_traffic, per_step  # noqa: E402  (bench/record_traffic.py)
 
 SECTIONS = ("pytest", "invariants", "sync", "sdxl", "flux")
 DTYPES = (("fp16", torch.float16), ("bf16", torch.bfloat16))
@@ -383,11 +383,10 @@ def time_pipelines(model, pos, neg, fd_pos, latent, mask, steps, cfg, sampler, s
     r = {"warm_s": time.perf_counter() - t, "steps": steps}
     base, r["stock_s"], r["stock_mem"] = timed(lambda: stock(steps), device)
     (fd, kv), r["s1_s"], r["s1_mem"] = timed(lambda: stage1(steps), device)
-    with replay_traffic(kv) as traffic:
-        (pd_r, _, rep_r), r["s3_s"], r["s3_mem"] = timed(lambda: stage3(steps, kv), device)
+    (pd_r, _, rep_r), r["s3_s"], r["s3_mem"] = timed(lambda: stage3(steps, kv), device)
     _, r["s1_off_s"], r["s1_off_mem"] = timed(lambda: stage1(steps, "off"), device)
     (pd_l, fd_l, rep_l), r["lock_s"], r["lock_mem"] = timed(lambda: stage3(steps, None), device)
-    r.update(traffic=traffic, record_bytes=kv.nbytes(), compacted_bytes=rep_r.get("compacted_bytes"),
+    r.update(traffic=rep_r.get("record_traffic", {}), record_bytes=kv.nbytes(), compacted_bytes=rep_r.get("compacted_bytes"),
              evals=len(kv.eval_sigmas), fasa_calls=(rep_r.get("fasa_calls"), rep_l.get("fasa_calls")),
              finite=all(bool(torch.isfinite(x["samples"]).all()) for x in (base, fd, pd_r, pd_l)),
              replay_vs_lock=relative_diff(pd_r["samples"], pd_l["samples"]),
