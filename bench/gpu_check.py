@@ -174,9 +174,10 @@ def tiny_case(family: str, dtype, device):
     return Case(model, family, 16, 24)
 
 
-def freecure(case, fasa, kv=None):
+def freecure(case, fasa, kv=None, pos=None):
     from freecure_core.comfy_bridge import sampling as S
-    pd, fd, report = S.sample_freecure(case.model, case.model, case.pos, case.neg, case.fd_pos, case.fd_neg,
+    pos = case.pos if pos is None else pos
+    pd, fd, report = S.sample_freecure(case.model, case.model, pos, case.neg, case.fd_pos, case.fd_neg,
                                        case.latent, INV_SEED, INV_STEPS, INV_CFG, "euler", "normal", 1.0, fasa, kv)
     return pd["samples"], fd["samples"], report
 
@@ -206,6 +207,11 @@ def check_invariants(device, results: dict) -> None:
                 fd_kv, kv_kv = foundation(case, "kv")
                 pd_rkv, _, _ = freecure(case, fasa, kv_kv)
                 pd_replay_empty, _, _ = freecure(case, FASAConfig(mask=case.mask()), kv_x)
+                # two PD prompts (ConditioningCombine) read FD's one entry twice per evaluation and site
+                import nodes as comfy_nodes
+                two = comfy_nodes.ConditioningCombine().combine(case.pos, case.neg)[0]
+                pd_two_lock, _, _ = freecure(case, fasa, pos=two)
+                pd_two_rx, _, _ = freecure(case, fasa, kv_x, pos=two)
             except Exception as e:  # noqa: BLE001  (report it and go on with the other checks)
                 rows.append((family, label, False, False, f"ERROR {type(e).__name__}: {str(e).splitlines()[0][:160]}"))
                 traceback.print_exc()
@@ -217,10 +223,12 @@ def check_invariants(device, results: dict) -> None:
             fd_ok = all(bool(torch.equal(t, fd_plain)) for t in (fd_empty, fd_lock, fd_x, fd_kv))
             tol = REPLAY_TOL[dtype]
             dx, dkv = relative_diff(pd_rx, pd_lock), relative_diff(pd_rkv, pd_lock)
+            dtwo = relative_diff(pd_two_rx, pd_two_lock)
             acted = lock_report.get("fasa_calls", 0) > 0 and not torch.equal(pd_lock, plain)
-            replay_ok = dx <= tol and dkv <= tol and acted
+            replay_ok = dx <= tol and dkv <= tol and dtwo <= tol and acted
             rows.append((family, label, empty_ok, fd_ok,
-                         f"{'ok' if replay_ok else 'FAILED'}: x record {dx:.1e}, kv record {dkv:.1e} (tolerance "
+                         f"{'ok' if replay_ok else 'FAILED'}: x record {dx:.1e}, kv record {dkv:.1e}, two PD prompts "
+                         f"on one FD entry {dtwo:.1e} (tolerance "
                          f"{tol:g}; FASA acted: {acted}, {lock_report.get('fasa_calls', 0)} calls)"))
     say("model  dtype  (i) empty mask PD == KSampler  (ii) lockstep FD == FD-only  (iii) max|PD replay - PD lockstep|"
         " / max|PD lockstep|")

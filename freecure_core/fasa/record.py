@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .transfer import StreamCopies
+
 KINDS = ("kv", "x")
 ROWS = ("cond", "uncond")
 SIGMA_RTOL = 1e-5
@@ -126,6 +128,8 @@ class FasaRecord:
     it), whether the record was compacted to the in-mask tokens, and the FD latent of the run. A replay that does not
     match raises ReplayMismatch."""
 
+    ahead_copies = None  # a fasa.transfer copier class that copies one evaluation ahead on every device (tests)
+
     def __init__(self, eval_sigmas: list[float], offload: bool):
         self.offload = offload
         self.entries: dict[tuple, tuple[torch.Tensor, ...]] = {}
@@ -137,7 +141,7 @@ class FasaRecord:
         self._unsettled = False  # device-to-host copies into pinned memory not yet waited for
         self._pending: dict[int, tuple[dict, object]] = {}  # eval index -> ({key: tensors on the GPU}, copy event)
         self._keys_by_eval: dict[int, list] | None = None
-        self._copy_stream = None
+        self._copier = None  # fasa.transfer copier of the current replay, made on its first fetch
 
     # ---------------------------------------------------------------- traffic
     def keep(self, t: torch.Tensor, dtype=None) -> torch.Tensor:
@@ -164,56 +168,57 @@ class FasaRecord:
     def fetch(self, key: tuple, device, dtype) -> tuple[torch.Tensor, ...] | None:
         """The tensors of entry `key` (its first item is the evaluation index) on `device` in `dtype`, or None.
 
-        A record in CPU RAM served to a CUDA device is copied one evaluation ahead: the first fetch of evaluation e
-        starts the copies of e + 1 on a side stream (from pinned memory, non-blocking), and the compute stream waits
-        on an event, never the host. Counts read_bytes and copied_bytes."""
+        A record in CPU RAM served to a CUDA device is copied one evaluation ahead (fasa.transfer.StreamCopies): the
+        first fetch of evaluation e starts the copies of e + 1, and the compute stream waits on an event, never the
+        host. An entry may be fetched more than once in an evaluation (PD entries sharing one FD entry). Counts
+        read_bytes (per fetch) and copied_bytes (per copy made)."""
         tensors = self.entries.get(key)
         if tensors is None:
             return None
-        size = sum(t.numel() * t.element_size() for t in tensors)
-        self.read_bytes += size
+        self.read_bytes += sum(t.numel() * t.element_size() for t in tensors)
         device = torch.device(device)
-        if device.type != "cuda" or tensors[0].device.type == "cuda":
+        copier = self._copier_for(device, tensors[0].device)
+        if copier is None:
             if tensors[0].device != device:
-                self.copied_bytes += size
+                self.copied_bytes += sum(t.numel() * t.element_size() for t in tensors)
             return tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in tensors)
         ev = key[0]
         for e in [e for e in self._pending if e < ev]:
-            del self._pending[e]
-        self._prefetch(ev, device, dtype)
-        self._prefetch(ev + 1, device, dtype)
+            del self._pending[e]  # evaluations are read in order: earlier copies are done with
+        self._prefetch(ev, copier, dtype)
+        self._prefetch(ev + 1, copier, dtype)
         moved, event = self._pending[ev]
-        stream = torch.cuda.current_stream(device)
-        stream.wait_event(event)
-        out = moved.pop(key)
-        for t in out:
-            t.record_stream(stream)
-        return out
+        out = copier.ready(moved[key], event)
+        return out if dtype is None or out[0].dtype == dtype else tuple(t.to(dtype) for t in out)
 
-    def _prefetch(self, ev: int, device, dtype) -> None:
+    def _copier_for(self, device: torch.device, stored: torch.device):
+        """The copier for one-evaluation-ahead copies to `device` (fasa.transfer), or None to copy directly: CUDA
+        from CPU RAM gets StreamCopies; `ahead_copies`, when set, names the copier class for any device."""
+        factory = self.ahead_copies
+        if factory is None:
+            if device.type != "cuda" or stored.type != "cpu":
+                return None
+            factory = StreamCopies
+        if self._copier is None or self._copier.device != device or not isinstance(self._copier, factory):
+            self._pending.clear()
+            self._copier = factory(device)
+        return self._copier
+
+    def _prefetch(self, ev: int, copier, dtype) -> None:
         if ev in self._pending:
             return
         if self._keys_by_eval is None:
             self._keys_by_eval = {}
             for key in self.entries:
                 self._keys_by_eval.setdefault(key[0], []).append(key)
-        if self._copy_stream is None:
-            self._copy_stream = torch.cuda.Stream(device)
-        stream = self._copy_stream
-        stream.wait_stream(torch.cuda.current_stream(device))
-        moved = {}
-        with torch.cuda.stream(stream):
-            for key in self._keys_by_eval.get(ev, []):
-                moved[key] = tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in self.entries[key])
-                self.copied_bytes += sum(t.numel() * t.element_size() for t in self.entries[key])
-            event = torch.cuda.Event()
-            event.record(stream)
-        self._pending[ev] = (moved, event)
+        items = {key: self.entries[key] for key in self._keys_by_eval.get(ev, [])}
+        self.copied_bytes += sum(t.numel() * t.element_size() for ts in items.values() for t in ts)
+        self._pending[ev] = copier.start(items, dtype)
 
     def release(self) -> None:
-        """Drop the copies prefetched to the GPU (at the end of a replay run)."""
+        """Drop the copies made ahead (at the end of a replay run)."""
         self._pending.clear()
-        self._copy_stream = None
+        self._copier = None
 
     def begin_eval(self, sigma: float) -> int:
         """Register the next model evaluation of the recorded run; returns its index."""

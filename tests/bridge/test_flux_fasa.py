@@ -27,7 +27,8 @@ from support.tiny_flux import build_tiny_flux, build_tiny_flux2, flux_conditioni
 from freecure_core.comfy_bridge import flux as F
 from freecure_core.comfy_bridge import sampling as S
 from freecure_core.fasa.config import FASAConfig
-from freecure_core.fasa.record import ReplayMismatch as FluxReplayMismatch
+from freecure_core.fasa.record import FasaRecord, ReplayMismatch as FluxReplayMismatch
+from freecure_core.fasa.transfer import HostCopies
 
 H, W, STEPS = 8, 12, 3  # latent 8x12 -> 4x6 image tokens
 
@@ -333,6 +334,21 @@ def test_the_record_keeps_the_models_dtype():
     diff = float((pd_replay.float() - pd_lock.float()).abs().max())
     print(f"\nbf16 tiny FLUX: max |replay - lockstep| = {diff:.3g}")
     assert diff == 0.0
+
+
+def test_replay_from_copies_made_one_evaluation_ahead_is_the_same(dev, monkeypatch):
+    """The bookkeeping of a CUDA replay from CPU RAM (fasa.transfer; HostCopies here): the same samples bit for bit,
+    every block's keys/values copied once and read once."""
+    pos, neg, fd_pos = _conds(3.5)
+    fasa = FASAConfig(mask=_mask((16, 24, 48, 72)), omega=2.0)
+    _, kv = _record(dev, fd_pos, neg, 1.0)
+    plain, _, rep = _freecure(dev, pos, neg, fd_pos, 1.0, fasa, kv)
+    monkeypatch.setattr(FasaRecord, "ahead_copies", HostCopies)
+    ahead, _, rep_ahead = _freecure(dev, pos, neg, fd_pos, 1.0, fasa, kv)
+    assert torch.equal(ahead, plain)
+    assert rep["record_traffic"]["copied_bytes"] == 0
+    assert rep_ahead["record_traffic"]["copied_bytes"] == rep_ahead["record_traffic"]["read_bytes"] == \
+        rep["record_traffic"]["read_bytes"] > 0
 
 
 def _scaled(cond, amp):

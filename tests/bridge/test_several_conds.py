@@ -20,7 +20,8 @@ from freecure_core.comfy_bridge.checks import FreeCureConflict
 from freecure_core.comfy_bridge.guiders import FoundationGuider
 from freecure_core.fasa.config import FASAConfig
 from freecure_core.fasa.masks import crop_mask, resample_mask
-from freecure_core.fasa.record import ReplayMismatch
+from freecure_core.fasa.record import FasaRecord, ReplayMismatch
+from freecure_core.fasa.transfer import HostCopies
 
 H, W, STEPS, CFG, SEED = 16, 24, 3, 5.0, 3
 SAME = 1e-5  # the same rows computed in batches of another size
@@ -261,6 +262,21 @@ def test_one_fd_entry_is_shared_by_every_pd_entry(singles, replay):
     assert report["fasa_places"] == report["fasa_places_expected"] > 0
     for key, chunks in capture.first_eval().items():
         assert any((c - singles["p1f1"][key][0]).abs().max().item() <= SAME for c in chunks), key
+
+
+def test_a_shared_fd_entry_replays_the_same_from_copies_made_ahead(monkeypatch):
+    """Two PD chunks read one FD entry at every evaluation. A record in CPU RAM replayed on a GPU is copied one
+    evaluation ahead (fasa.transfer.StreamCopies); HostCopies runs that bookkeeping here: same samples bit for bit, the
+    record's entries each copied once per evaluation, and each read twice."""
+    pos, mask = combine(P1, P2), pixel_mask(BOX)
+    plain, plain_report, _ = run_pair(pos, F1, mask, replay=True)
+    monkeypatch.setattr(FasaRecord, "ahead_copies", HostCopies)
+    ahead, report, _ = run_pair(pos, F1, mask, replay=True)
+    assert torch.equal(ahead, plain)
+    assert report["fasa_places"] == plain_report["fasa_places"] > 0
+    traffic = report["record_traffic"]
+    assert plain_report["record_traffic"]["copied_bytes"] == 0  # CPU record read on the CPU: nothing copied
+    assert traffic["read_bytes"] == plain_report["record_traffic"]["read_bytes"] == 2 * traffic["copied_bytes"] > 0
 
 
 def test_empty_mask_is_bit_identical_to_plain_sampling_with_several_conds(sd15):

@@ -3,6 +3,7 @@ import torch
 
 from freecure_core.fasa.flux import FluxRecord, FluxRecordInfo
 from freecure_core.fasa.record import KVStore, RecordInfo, pinned_like
+from freecure_core.fasa.transfer import HostCopies
 
 
 def _store(offload=True):
@@ -42,3 +43,25 @@ def test_a_cpu_record_is_plain_memory_and_compaction_keeps_it_so():
     t = torch.ones(3)
     assert pinned_like(t, torch.zeros(3)) is t
     store.settle()  # nothing in flight: a no-op
+
+
+def test_copies_made_one_evaluation_ahead_serve_each_entry_as_stored():
+    """The bookkeeping a CUDA replay of a record in CPU RAM uses (fasa.transfer.StreamCopies), run with HostCopies:
+    the first read of evaluation e copies e and e + 1, an entry read twice is served twice from one copy, earlier
+    evaluations' copies are dropped, and a read in another dtype converts the copy."""
+    store = _store()
+    store.ahead_copies = HostCopies
+    site, entry_bytes = ("output", 3, 0), 2 * 6 * 8 * 4
+    k, v = store.get(0, site, "cond", "cpu", torch.float32)
+    assert torch.equal(k, torch.zeros(1, 6, 8)) and sorted(store._pending) == [0, 1]
+    assert store.copied_bytes == 2 * entry_bytes  # evaluations 0 and 1
+    k_again, _ = store.get(0, site, "cond", "cpu", torch.float32)  # PD entries sharing one FD entry
+    assert torch.equal(k_again, k) and store.copied_bytes == 2 * entry_bytes and store.read_bytes == 2 * entry_bytes
+    k, v = store.get(1, site, "cond", "cpu", torch.float32)
+    assert torch.equal(v, torch.full((1, 6, 8), -1.0)) and sorted(store._pending) == [1, 2]
+    k, _ = store.get(2, site, "cond", "cpu", torch.bfloat16)
+    assert k.dtype == torch.bfloat16 and torch.equal(k.float(), torch.full((1, 6, 8), 2.0))
+    assert store.copied_bytes == 3 * entry_bytes  # each evaluation copied once; evaluation 3 has no entries
+    assert k.data_ptr() != store.entries[(2, site, "cond")][0].data_ptr()  # served from the copy, record untouched
+    store.release()
+    assert not store._pending and store._copier is None
