@@ -36,6 +36,11 @@ def tensor_fingerprint(t: torch.Tensor | None) -> str:
     return h.hexdigest()[:16]
 
 
+def nbytes_of(tensors) -> int:
+    """Bytes held by the tensors of an iterable."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def pinned_like(new: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """new, in pinned memory when source is (so a compacted copy still reaches the GPU without a host wait)."""
     return new.pin_memory() if source.device.type == "cpu" and source.is_pinned() else new
@@ -175,12 +180,12 @@ class FasaRecord:
         tensors = self.entries.get(key)
         if tensors is None:
             return None
-        self.read_bytes += sum(t.numel() * t.element_size() for t in tensors)
+        self.read_bytes += nbytes_of(tensors)
         device = torch.device(device)
         copier = self._copier_for(device, tensors[0].device)
         if copier is None:
             if tensors[0].device != device:
-                self.copied_bytes += sum(t.numel() * t.element_size() for t in tensors)
+                self.copied_bytes += nbytes_of(tensors)
             return tuple(t.to(device=device, dtype=dtype, non_blocking=True) for t in tensors)
         ev = key[0]
         for e in [e for e in self._pending if e < ev]:
@@ -212,7 +217,7 @@ class FasaRecord:
             for key in self.entries:
                 self._keys_by_eval.setdefault(key[0], []).append(key)
         items = {key: self.entries[key] for key in self._keys_by_eval.get(ev, [])}
-        self.copied_bytes += sum(t.numel() * t.element_size() for ts in items.values() for t in ts)
+        self.copied_bytes += sum(nbytes_of(ts) for ts in items.values())
         self._pending[ev] = copier.start(items, dtype)
 
     def release(self) -> None:
@@ -234,7 +239,7 @@ class FasaRecord:
 
     def nbytes(self) -> int:
         """Bytes held by the stored tensors."""
-        return sum(t.numel() * t.element_size() for ts in self.entries.values() for t in ts)
+        return sum(nbytes_of(ts) for ts in self.entries.values())
 
 
 class KVStore(FasaRecord):
