@@ -190,6 +190,7 @@ def foundation(case, kind: str):
 
 
 def check_invariants(device, results: dict) -> None:
+    import nodes as comfy_nodes
     from freecure_core.fasa.config import FASAConfig
     say("\n[2] Invariants on the tiny test models (tests/support/cases.py), built on the device: seed "
         f"{INV_SEED}, {INV_STEPS} euler steps, cfg {INV_CFG}, FASA box {INV_BOX} (latent cells), omega {INV_OMEGA}")
@@ -208,7 +209,6 @@ def check_invariants(device, results: dict) -> None:
                 pd_rkv, _, _ = freecure(case, fasa, kv_kv)
                 pd_replay_empty, _, _ = freecure(case, FASAConfig(mask=case.mask()), kv_x)
                 # two PD prompts (ConditioningCombine) read FD's one entry twice per evaluation and site
-                import nodes as comfy_nodes
                 two = comfy_nodes.ConditioningCombine().combine(case.pos, case.neg)[0]
                 pd_two_lock, _, _ = freecure(case, fasa, pos=two)
                 pd_two_rx, _, _ = freecure(case, fasa, kv_x, pos=two)
